@@ -1,0 +1,1 @@
+"""Build farm for relocatable CPython runtimes (see README.md)."""

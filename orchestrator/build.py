@@ -1,0 +1,194 @@
+"""The single-cell pipeline: source -> builder image -> container build -> archive + metadata.
+
+Each stage lives in its own module; this one only hands values from one to the next and
+makes sure a failure leaves nothing half-written in the artifacts directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from docker import DockerClient
+
+from orchestrator.archive import ArchiveInfo, pack_tree, write_sha256_file
+from orchestrator.buildspec import BuildSpec, build_spec, recipe_digest
+from orchestrator.cellbuild import Limits, run_build_container
+from orchestrator.errors import SourceError
+from orchestrator.fingerprint import fingerprint, fingerprint_inputs
+from orchestrator.images import BuiltImage, ensure_image, plan_image
+from orchestrator.layout import Layout
+from orchestrator.matrix import Cell, Matrix
+from orchestrator.metadata import build_record, tree_sizes, write_json_atomic
+from orchestrator.sources import FetchedSource, fetch_source
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    profile: str | None = None
+    jobs: int = os.cpu_count() or 1
+    keep_work: bool = False
+    extra_ca: Path | None = None
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildResult:
+    cell: Cell
+    archive: ArchiveInfo
+    sha256_path: Path
+    metadata_path: Path
+    log_path: Path
+    seconds: float
+    fingerprint: str
+
+
+def source_date_epoch(tarball: Path) -> int:
+    """Clamp time for the archive: SOURCE_DATE_EPOCH if set, else the source release's mtime
+    (its first member), so equal inputs give equal bytes on any machine, any day."""
+    if env := os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(env)
+    try:
+        with tarfile.open(tarball, mode="r|*") as archive:
+            first = archive.next()
+    except (tarfile.TarError, OSError) as exc:
+        raise SourceError(f"{tarball}: not a readable tar archive: {exc}") from None
+    if first is None:
+        raise SourceError(f"{tarball}: empty tar archive")
+    return int(first.mtime)
+
+
+def build_cell(
+    matrix: Matrix,
+    cell: Cell,
+    *,
+    client: DockerClient,
+    layout: Layout,
+    options: BuildOptions,
+    progress: Progress,
+    echo: Progress | None = None,
+) -> BuildResult:
+    started = time.monotonic()
+    spec = build_spec(matrix, cell, options.profile)
+
+    # Source first: a missing pin or a bad hash stops the cell before any container starts.
+    source = fetch_source(
+        cell.python,
+        mirrors=matrix.model.sources.mirrors,
+        cache_dir=matrix.source_cache,
+        progress=progress,
+    )
+    builder = _builder_image(matrix, cell, client=client, layout=layout, options=options,
+                             progress=progress, echo=echo)
+
+    work = layout.work(cell.id)
+    if work.exists():
+        shutil.rmtree(work)
+    prefix = work / "prefix"
+    log_path = layout.cell_log(cell.id)
+    progress(f"building in a container ({spec.profile_name} profile, log: {log_path})")
+    run = run_build_container(
+        client,
+        image_id=builder.image_id,
+        spec=spec,
+        source=source.path,
+        prefix_dir=prefix,
+        spec_dir=work / "spec",
+        log_path=log_path,
+        jobs=options.jobs,
+        limits=options.limits,
+        echo=echo,
+        on_phase=lambda phase: progress(phase),
+    )
+
+    result = _package(matrix, spec, builder, source, prefix=prefix, layout=layout,
+                      log_path=log_path, build_seconds=run.seconds, progress=progress,
+                      started=started)
+    if not options.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _builder_image(
+    matrix: Matrix,
+    cell: Cell,
+    *,
+    client: DockerClient,
+    layout: Layout,
+    options: BuildOptions,
+    progress: Progress,
+    echo: Progress | None,
+) -> BuiltImage:
+    plan = plan_image(client, matrix, cell.stack_name, cell.arch, "builder",
+                      extra_ca=options.extra_ca)
+    log = layout.image_log(plan.tag.split(":", 1)[1])
+    progress(f"builder image {plan.tag}")
+    built = ensure_image(client, plan, log_path=log, echo=echo)
+    progress("builder image reused" if built.reused else f"builder image built (log: {log})")
+    return built
+
+
+def _package(
+    matrix: Matrix,
+    spec: BuildSpec,
+    builder: BuiltImage,
+    source: FetchedSource,
+    *,
+    prefix: Path,
+    layout: Layout,
+    log_path: Path,
+    build_seconds: float,
+    progress: Progress,
+    started: float,
+) -> BuildResult:
+    cell = spec.cell
+    dest = layout.artifacts / cell.archive_name
+    metadata_path = dest.with_name(cell.archive_stem + ".json")
+    # Drop the old record first: until the new one lands, the cell reads as "not built".
+    metadata_path.unlink(missing_ok=True)
+    progress(f"packing {dest.name} (zstd level 22, long window)")
+    sizes = tree_sizes(prefix, cell.python.major_minor)
+    archive = pack_tree(prefix, dest, source_date_epoch=source_date_epoch(source.path))
+    sha256_path = write_sha256_file(archive)
+    inputs = fingerprint_inputs(
+        spec,
+        recipe_version=matrix.model.recipe_version,
+        dockerfile_sha256=builder.plan.dockerfile_sha256,
+        base_image_id=builder.plan.base_image_id,
+        recipe_sha256=recipe_digest(),
+    )
+    cell_fingerprint = fingerprint(inputs)
+    record = build_record(
+        spec=spec,
+        archive=archive,
+        source_url=source.url,
+        base_image=builder.plan.base_image,
+        base_image_id=builder.plan.base_image_id,
+        builder_image=builder.plan.tag,
+        builder_image_id=builder.image_id,
+        fingerprint=cell_fingerprint,
+        fingerprint_inputs=inputs,
+        build_seconds=build_seconds,
+        built_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        sizes=sizes,
+    )
+    # Metadata last: its presence means archive and checksum beside it are complete.
+    write_json_atomic(metadata_path, record)
+    progress(f"archive {archive.size / 1e6:.1f} MB, sha256 {archive.sha256[:16]}...")
+    return BuildResult(
+        cell=cell,
+        archive=archive,
+        sha256_path=sha256_path,
+        metadata_path=metadata_path,
+        log_path=log_path,
+        seconds=time.monotonic() - started,
+        fingerprint=cell_fingerprint,
+    )

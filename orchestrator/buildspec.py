@@ -1,0 +1,92 @@
+"""What one cell's build does: configure arguments, make flags, expected modules, recipe files.
+
+Everything the container needs is computed here, in one place, so it can be unit-tested,
+recorded in the metadata and hashed into the cell's fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.matrix import Cell, Matrix, Profile
+
+RECIPE_DIR = Path(__file__).parent / "recipe"
+BUILD_SCRIPT = "build-cpython.sh"
+# Fixed placeholder prefix: the runtime is relocatable, so this path only shows up in
+# sysconfig/pkg-config data, where it marks "built by the farm".
+INSTALL_PREFIX = "/opt/python-farm"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildSpec:
+    cell: Cell
+    profile_name: str
+    profile: Profile
+    configure_args: tuple[str, ...]
+    expected_modules: tuple[str, ...]
+    extra_cflags: str
+    ldflags: str
+
+    def container_environment(self, *, source_path: str, jobs: int) -> dict[str, str]:
+        return {
+            "FARM_VERSION": self.cell.version,
+            "FARM_SOURCE": source_path,
+            "FARM_PREFIX": INSTALL_PREFIX,
+            "FARM_JOBS": str(jobs),
+            "FARM_BUILD_TYPE": self.cell.arch.gnu_type,
+            "FARM_EXTRA_CFLAGS": self.extra_cflags,
+            "FARM_LDFLAGS": self.ldflags,
+            "LANG": "C.UTF-8",
+        }
+
+    def write_spec_files(self, directory: Path) -> None:
+        """The list inputs of the build script, one item per line (no quoting games)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "configure-args").write_text("\n".join(self.configure_args) + "\n")
+        (directory / "expected-modules").write_text("\n".join(self.expected_modules) + "\n")
+
+
+def configure_args(cell: Cell, profile: Profile) -> tuple[str, ...]:
+    """./configure arguments of the recipe in DESIGN.md for this cell and profile."""
+    version = cell.python.parsed
+    args = [
+        f"--build={cell.arch.gnu_type}",
+        f"--prefix={INSTALL_PREFIX}",
+        "--enable-shared",
+        "--without-static-libpython",
+        "--enable-loadable-sqlite-extensions",
+        "--enable-option-checking=fatal",
+        f"--with-ensurepip={'install' if profile.ensurepip else 'no'}",
+    ]
+    if profile.pgo:
+        args.append("--enable-optimizations")
+    if profile.lto:
+        args.append("--with-lto")
+    # On 3.10 --disable-test-modules breaks the PGO training run; from 3.11 it is safe.
+    if (version.major, version.minor) >= (3, 11):
+        args.append("--disable-test-modules")
+    return tuple(args)
+
+
+def build_spec(matrix: Matrix, cell: Cell, profile_name: str | None) -> BuildSpec:
+    name, profile = matrix.profile(profile_name)
+    return BuildSpec(
+        cell=cell,
+        profile_name=name,
+        profile=profile,
+        configure_args=configure_args(cell, profile),
+        expected_modules=tuple(matrix.expected_modules(cell.python.parsed)),
+        extra_cflags=matrix.model.build_flags.extra_cflags,
+        ldflags=matrix.model.build_flags.ldflags,
+    )
+
+
+def recipe_digest(directory: Path = RECIPE_DIR) -> str:
+    """sha256 over the recipe files (names and contents): any edit changes fingerprints."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

@@ -1,0 +1,162 @@
+"""Run one cell's build in one container through the docker SDK.
+
+The container gets the verified source (read-only), the recipe (read-only), the spec files
+(read-only) and an empty host directory as its install prefix; no network. Its output is
+streamed live to a callback and to the cell's log file. It is removed whatever happens:
+success, failure, Ctrl-C or SIGTERM (the CLI turns SIGTERM into KeyboardInterrupt).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+from docker import DockerClient
+from docker.models.containers import Container
+
+from orchestrator.buildspec import BUILD_SCRIPT, INSTALL_PREFIX, RECIPE_DIR, BuildSpec
+from orchestrator.errors import CellBuildError, DockerError
+from orchestrator.images import LABEL_PREFIX
+
+CELL_LABEL = f"{LABEL_PREFIX}.cell"
+ROLE_LABEL = f"{LABEL_PREFIX}.role"
+PHASE_MARK = "==> "
+_MISSING_RE = re.compile(r"MISSING MODULES: (.*)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Per-container resources, so parallel builds share the machine predictably."""
+
+    cpus: float | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellRun:
+    seconds: float
+    last_phase: str
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Split docker's arbitrary log chunks into whole text lines."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            yield raw.decode("utf-8", errors="replace").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
+
+
+def run_build_container(
+    client: DockerClient,
+    *,
+    image_id: str,
+    spec: BuildSpec,
+    source: Path,
+    prefix_dir: Path,
+    spec_dir: Path,
+    log_path: Path,
+    jobs: int,
+    limits: Limits = Limits(),
+    echo: Callable[[str], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> CellRun:
+    cell = spec.cell
+    source_in_container = f"/farm/source/{source.name}"
+    spec.write_spec_files(spec_dir)
+    prefix_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    phase = "create container"
+    tail: list[str] = []
+    missing_modules: str | None = None
+    container: Container | None = None
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"# cell {cell.id} profile {spec.profile_name} image {image_id}\n")
+        try:
+            container = client.containers.create(
+                image_id,
+                command=["bash", f"/farm/recipe/{BUILD_SCRIPT}"],
+                name=f"python-farm-{cell.id}-{secrets.token_hex(3)}",
+                labels={CELL_LABEL: cell.id, ROLE_LABEL: "build"},
+                environment=spec.container_environment(
+                    source_path=source_in_container, jobs=jobs
+                ),
+                volumes={
+                    str(source.resolve()): {"bind": source_in_container, "mode": "ro"},
+                    str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
+                    str(spec_dir.resolve()): {"bind": "/farm/spec", "mode": "ro"},
+                    str(prefix_dir.resolve()): {"bind": INSTALL_PREFIX, "mode": "rw"},
+                },
+                # Files land on the host owned by whoever runs the farm, not by root.
+                user=f"{os.getuid()}:{os.getgid()}",
+                network_disabled=True,
+                working_dir="/tmp",
+                nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
+                mem_limit=limits.memory_bytes,
+                platform=cell.arch.docker_platform,
+                detach=True,
+            )
+            phase = "start"
+            container.start()
+            for line in _lines(container.logs(stream=True, follow=True)):
+                log.write(line + "\n")
+                tail = [*tail[-39:], line]
+                if line.startswith(PHASE_MARK):
+                    phase = line[len(PHASE_MARK) :].split(" ", 1)[0]
+                    if on_phase:
+                        on_phase(line[len(PHASE_MARK) :])
+                if match := _MISSING_RE.search(line):
+                    missing_modules = match.group(1)
+                if echo:
+                    echo(line)
+            status = container.wait()
+            code = int(status.get("StatusCode", -1))
+        except docker.errors.APIError as exc:
+            raise DockerError(
+                f"the engine refused cell {cell.id} during {phase}: {exc.explanation or exc}",
+                hint=f"log: {log_path}",
+            ) from None
+        finally:
+            if container is not None:
+                _remove(container)
+        seconds = time.monotonic() - started
+        log.write(f"# exit {code} after {seconds:.0f} s\n")
+    if code != 0:
+        if missing_modules:
+            raise CellBuildError(
+                f"cell {cell.id}: expected modules were not built: {missing_modules}",
+                hint=f"add the -dev packages to matrix.yaml (stacks.{cell.stack_name}."
+                f"build_packages); log: {log_path}",
+            )
+        last = " | ".join(t.strip() for t in tail[-4:] if t.strip())
+        raise CellBuildError(
+            f"cell {cell.id} failed in phase '{phase}' (exit {code}): {last}",
+            hint=f"full log: {log_path}",
+        )
+    return CellRun(seconds=seconds, last_phase=phase)
+
+
+def _remove(container: Container) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise
+
+
+def leftover_containers(client: DockerClient, cell_id: str | None = None) -> list[Container]:
+    """Build containers of the farm still known to the engine (for tests and clean-up)."""
+    label = f"{CELL_LABEL}={cell_id}" if cell_id else CELL_LABEL
+    return list(client.containers.list(all=True, filters={"label": label}))

@@ -1,0 +1,73 @@
+"""One error hierarchy for the farm; each kind maps to a distinct process exit code.
+
+Library code raises these; only the CLI turns them into a message and an exit status.
+Every message says what happened and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Base of every expected failure. `exit_code` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(FarmError):
+    """matrix.yaml (or a CLI argument naming part of it) is wrong."""
+
+    exit_code = 2
+
+
+class SelectionError(ConfigError):
+    """A cell id or selector matches nothing in the matrix."""
+
+
+class RenderCheckError(FarmError):
+    """Rendered Dockerfiles differ from what the templates produce."""
+
+    exit_code = 3
+
+
+class SourceError(FarmError):
+    """A CPython source tarball could not be fetched or failed verification."""
+
+    exit_code = 4
+
+
+class DockerError(FarmError):
+    """The Docker engine is unreachable or refused a request (infrastructure, retryable)."""
+
+    exit_code = 5
+
+
+class ImageBuildError(FarmError):
+    """A builder or run image failed to build."""
+
+    exit_code = 6
+
+
+class CellBuildError(FarmError):
+    """Compiling CPython inside a cell's container failed (not retried)."""
+
+    exit_code = 7
+
+
+class PackagingError(FarmError):
+    """The install tree could not be packed into an archive."""
+
+    exit_code = 8
+
+
+class Interrupted(FarmError):
+    """The run was cancelled (Ctrl-C / SIGTERM); containers were removed."""
+
+    exit_code = 130

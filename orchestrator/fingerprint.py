@@ -1,0 +1,43 @@
+"""A cell's fingerprint: a hash of everything that can change its output.
+
+Equal fingerprint means equal output, so a nightly run can skip a cell whose published
+metadata carries the same one (Gentoo's wheel-reuse idea applied to the farm).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from orchestrator.buildspec import BuildSpec
+
+
+def fingerprint_inputs(
+    spec: BuildSpec,
+    *,
+    recipe_version: int,
+    dockerfile_sha256: str,
+    base_image_id: str,
+    recipe_sha256: str,
+) -> dict[str, Any]:
+    return {
+        "recipe_version": recipe_version,
+        "python_version": spec.cell.version,
+        "source_sha256": spec.cell.python.sha256,
+        "stack": spec.cell.stack_name,
+        "arch": spec.cell.arch.value,
+        "dockerfile_sha256": dockerfile_sha256,
+        "base_image_id": base_image_id,
+        "recipe_sha256": recipe_sha256,
+        "profile": {"name": spec.profile_name, **spec.profile.model_dump()},
+        "configure_args": list(spec.configure_args),
+        "extra_cflags": spec.extra_cflags,
+        "ldflags": spec.ldflags,
+        "expected_modules": list(spec.expected_modules),
+    }
+
+
+def fingerprint(inputs: dict[str, Any]) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,195 @@
+"""Builder and run images: one per (stack, arch, target), tagged by a hash of their inputs.
+
+An unchanged image is never rebuilt: the tag is a content hash of the rendered Dockerfile,
+the base image's id, the target, the platform and the build context (the extra CA bundle).
+Images are built with `docker buildx build --load`; the docker SDK cannot drive buildx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import docker.errors
+from docker import DockerClient
+
+from orchestrator.errors import ConfigError, ImageBuildError
+from orchestrator.matrix import Arch, Matrix
+from orchestrator.render import dockerfile_path, render_stack
+
+Target = Literal["builder", "run"]
+IMAGE_REPOSITORY = "python-farm"
+LABEL_PREFIX = "org.python-farm"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagePlan:
+    """Everything needed to build (or find) one image."""
+
+    stack_name: str
+    arch: Arch
+    target: Target
+    base_image: str
+    base_image_id: str
+    dockerfile: Path
+    dockerfile_sha256: str
+    extra_ca: bytes
+
+    @property
+    def content_hash(self) -> str:
+        digest = hashlib.sha256()
+        for part in (
+            self.target,
+            self.arch.docker_platform,
+            self.base_image_id,
+            self.dockerfile_sha256,
+            hashlib.sha256(self.extra_ca).hexdigest(),
+        ):
+            digest.update(part.encode() + b"\0")
+        return digest.hexdigest()
+
+    @property
+    def tag(self) -> str:
+        return f"{IMAGE_REPOSITORY}/{self.target}:{self.stack_name}-{self.arch.value}-{self.content_hash[:16]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltImage:
+    plan: ImagePlan
+    image_id: str
+    reused: bool
+
+
+def base_image_id(client: DockerClient, image: str, arch: Arch) -> str:
+    """Id of the base image, pulling it only when it is not present locally."""
+    try:
+        return str(client.images.get(image).id)
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        return str(client.images.pull(image, platform=arch.docker_platform).id)
+    except docker.errors.APIError:
+        raise ImageBuildError(
+            f"base image {image} is not present locally and cannot be pulled",
+            hint="create local Debian bases with `make base-images` "
+            "(scripts/make-base-images.sh SUITE:ARCH), or set base_image_per_arch in matrix.yaml",
+        ) from None
+
+
+def plan_image(
+    client: DockerClient,
+    matrix: Matrix,
+    stack_name: str,
+    arch: Arch,
+    target: Target,
+    *,
+    extra_ca: Path | None = None,
+) -> ImagePlan:
+    stack = matrix.model.stacks[stack_name]
+    path = dockerfile_path(matrix, stack_name)
+    expected = render_stack(matrix, stack_name)
+    if not path.is_file() or path.read_text(encoding="utf-8") != expected:
+        raise ConfigError(
+            f"{path} is out of date with templates/ and matrix.yaml",
+            hint="run `orchestrator render` and commit the result",
+        )
+    image = stack.image_for(arch)
+    ca_bytes = _read_extra_ca(extra_ca)
+    return ImagePlan(
+        stack_name=stack_name,
+        arch=arch,
+        target=target,
+        base_image=image,
+        base_image_id=base_image_id(client, image, arch),
+        dockerfile=path,
+        dockerfile_sha256=hashlib.sha256(expected.encode()).hexdigest(),
+        extra_ca=ca_bytes,
+    )
+
+
+def _read_extra_ca(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"extra CA bundle {path}: {exc.strerror}") from None
+    if data and b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ConfigError(f"extra CA bundle {path} holds no PEM certificate")
+    return data
+
+
+def ensure_image(
+    client: DockerClient,
+    plan: ImagePlan,
+    *,
+    log_path: Path,
+    echo: Callable[[str], None] | None = None,
+) -> BuiltImage:
+    """Return the image for `plan`, building it with buildx only when its tag is missing."""
+    try:
+        return BuiltImage(plan=plan, image_id=str(client.images.get(plan.tag).id), reused=True)
+    except docker.errors.ImageNotFound:
+        pass
+    if shutil.which("docker") is None:
+        raise ImageBuildError("the docker CLI is not on PATH", hint="`make setup` installs it")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="farm-context-") as context:
+        # A minimal context: only what the Dockerfile COPYs, so nothing else can change images.
+        (Path(context) / "extra-ca.crt").write_bytes(plan.extra_ca)
+        command = [
+            "docker", "buildx", "build",
+            "--platform", plan.arch.docker_platform,
+            "--target", plan.target,
+            "--build-arg", f"BASE_IMAGE={plan.base_image}",
+            "--label", f"{LABEL_PREFIX}.stack={plan.stack_name}",
+            "--label", f"{LABEL_PREFIX}.arch={plan.arch.value}",
+            "--label", f"{LABEL_PREFIX}.target={plan.target}",
+            "--label", f"{LABEL_PREFIX}.content-hash={plan.content_hash}",
+            "--progress", "plain",
+            "--load",
+            "-t", plan.tag,
+            "-f", str(plan.dockerfile),
+            context,
+        ]  # fmt: skip
+        _run_logged(command, log_path=log_path, echo=echo, what=plan.tag)
+    try:
+        image_id = str(client.images.get(plan.tag).id)
+    except docker.errors.ImageNotFound:
+        raise ImageBuildError(f"buildx reported success but {plan.tag} is not loaded") from None
+    return BuiltImage(plan=plan, image_id=image_id, reused=False)
+
+
+def _run_logged(
+    command: list[str], *, log_path: Path, echo: Callable[[str], None] | None, what: str
+) -> None:
+    tail: list[str] = []
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                tail = [*tail[-19:], line.rstrip()]
+                if echo:
+                    echo(line.rstrip())
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    if code != 0:
+        last = " | ".join(t for t in tail[-5:] if t)
+        raise ImageBuildError(
+            f"image build for {what} failed (exit {code}): {last}",
+            hint=f"full log: {log_path}",
+        )

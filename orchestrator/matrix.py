@@ -1,0 +1,475 @@
+"""matrix.yaml: load, validate, and expand into cells.
+
+The matrix is data (see matrix.yaml at the top of the repository). Loading it validates every
+field with pydantic; any problem becomes one ConfigError line naming the file, the line, the
+place in the document and what was expected.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.errors import ConfigError, SelectionError
+
+
+class Arch(enum.StrEnum):
+    """Closed set of CPU architectures, spelled the Debian (dpkg) way."""
+
+    AMD64 = "amd64"
+    ARM64 = "arm64"
+
+    @property
+    def docker_platform(self) -> str:
+        return f"linux/{self.value}"
+
+    @property
+    def uname(self) -> str:
+        return {"amd64": "x86_64", "arm64": "aarch64"}[self.value]
+
+    @property
+    def gnu_type(self) -> str:
+        """What `dpkg-architecture -qDEB_BUILD_GNU_TYPE` prints on this arch."""
+        return f"{self.uname}-linux-gnu"
+
+    @property
+    def hub_namespace(self) -> str:
+        """Docker Hub's per-arch namespace for official images (amd64/debian, arm64v8/debian)."""
+        return {"amd64": "amd64", "arm64": "arm64v8"}[self.value]
+
+
+_VERSION_RE = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)(?P<pre>(a|b|rc)\d+)?$")
+_STACK_NAME_RE = r"^[a-z][a-z0-9]*-[0-9][0-9.]*$"
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _parse_specifier(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier as exc:
+        raise ValueError(f"not a version specifier like '>=3.14' or '<=3.12': {value!r}") from exc
+    return value
+
+
+def _version_matches(spec: str | None, version: Version) -> bool:
+    return spec is None or SpecifierSet(spec).contains(version, prereleases=True)
+
+
+class ConditionalItem(_Strict):
+    """A package or module that applies only to some Python versions."""
+
+    name: NonEmpty
+    python: str | None = Field(default=None, description="PEP 440 specifier, e.g. '>=3.14'")
+
+    _check_python = field_validator("python")(classmethod(lambda cls, v: _parse_specifier(v)))
+
+    def applies_to(self, version: Version) -> bool:
+        return _version_matches(self.python, version)
+
+
+PackageEntry = NonEmpty | ConditionalItem
+
+
+def _select(entries: Sequence[PackageEntry], version: Version | None) -> list[str]:
+    """Names of the entries that apply to `version` (all of them when version is None)."""
+    names: list[str] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            names.append(entry)
+        elif version is None or entry.applies_to(version):
+            names.append(entry.name)
+    return names
+
+
+class Profile(_Strict):
+    description: str = ""
+    pgo: bool
+    lto: bool
+    ensurepip: bool = Field(default=False, description="install pip into the runtime")
+
+
+class BuildFlags(_Strict):
+    """Compiler/linker flags given to `make`, never to configure, so they stay out of sysconfig."""
+
+    extra_cflags: str = ""
+    ldflags: str = ""
+
+
+class SourceSettings(_Strict):
+    cache_dir: Path = Path(".cache/sources")
+    mirrors: list[NonEmpty] = Field(min_length=1)
+
+    @field_validator("mirrors")
+    @classmethod
+    def _known_placeholders(cls, mirrors: list[str]) -> list[str]:
+        allowed = {"version", "filename", "major_minor", "ext"}
+        for template in mirrors:
+            used = set(re.findall(r"{(\w*)}", template))
+            unknown = used - allowed
+            if unknown:
+                raise ValueError(
+                    f"mirror {template!r} uses unknown placeholder(s) {sorted(unknown)}; "
+                    f"allowed: {sorted(allowed)}"
+                )
+            if not re.match(r"^(https?|file)://", template):
+                raise ValueError(f"mirror {template!r} must start with https://, http:// or file://")
+        return mirrors
+
+
+class PythonSource(_Strict):
+    version: str
+    sha256: Sha256
+    filename: str | None = Field(default=None, description="default: Python-{version}.tar.xz")
+
+    @field_validator("version")
+    @classmethod
+    def _version_format(cls, value: str) -> str:
+        if not _VERSION_RE.match(value):
+            raise ValueError(f"bad version {value!r}: expected X.Y.Z, optionally with a1/b2/rc1")
+        return value
+
+    @property
+    def parsed(self) -> Version:
+        return Version(self.version)
+
+    @property
+    def major_minor(self) -> str:
+        return f"{self.parsed.major}.{self.parsed.minor}"
+
+    @property
+    def tarball(self) -> str:
+        return self.filename or f"Python-{self.version}.tar.xz"
+
+    @property
+    def extension(self) -> str:
+        """'tar.xz' for Python-3.13.5.tar.xz, 'tar.gz' for Python-3.11.2.tgz."""
+        name = self.tarball
+        if name.endswith(".tgz"):
+            return "tar.gz"
+        match = re.search(r"\.(tar\.\w+)$", name)
+        return match.group(1) if match else name.rsplit(".", 1)[-1]
+
+
+class Stack(_Strict):
+    distro: Annotated[str, StringConstraints(pattern=r"^[a-z]+$")]
+    distro_version: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9.]*$")]
+    codename: NonEmpty
+    base_image: NonEmpty = Field(
+        description="official images get the per-arch Hub namespace (debian:bookworm -> "
+        "arm64v8/debian:bookworm); a mapping arch -> image overrides that"
+    )
+    base_image_per_arch: dict[Arch, NonEmpty] = Field(default_factory=dict)
+    build_packages: list[PackageEntry] = Field(min_length=1)
+    run_packages: list[PackageEntry] = Field(min_length=1)
+
+    def image_for(self, arch: Arch) -> str:
+        if arch in self.base_image_per_arch:
+            return self.base_image_per_arch[arch]
+        repository = self.base_image.split(":", 1)[0].split("@", 1)[0]
+        if "/" in repository:  # not an official library image: trust it to be multi-arch
+            return self.base_image
+        return f"{arch.hub_namespace}/{self.base_image}"
+
+    def build_packages_for(self, versions: Iterable[Version]) -> list[str]:
+        """Union of build packages over `versions`: one builder image serves them all."""
+        return _union(self.build_packages, versions)
+
+    def run_packages_for(self, versions: Iterable[Version]) -> list[str]:
+        return _union(self.run_packages, versions)
+
+
+def _union(entries: Sequence[PackageEntry], versions: Iterable[Version]) -> list[str]:
+    wanted: set[str] = set()
+    for version in versions:
+        wanted.update(_select(entries, version))
+    return sorted(wanted)
+
+
+class Exclude(_Strict):
+    python: str = "*"
+    stack: str = "*"
+    arch: str = "*"
+    reason: str = ""
+
+    def matches(self, version: str, stack: str, arch: str) -> bool:
+        return (
+            fnmatch.fnmatchcase(version, self.python)
+            and fnmatch.fnmatchcase(stack, self.stack)
+            and fnmatch.fnmatchcase(arch, self.arch)
+        )
+
+
+class MatrixModel(_Strict):
+    recipe_version: int = Field(ge=1)
+    default_profile: str
+    profiles: dict[str, Profile] = Field(min_length=1)
+    build_flags: BuildFlags
+    sources: SourceSettings
+    pythons: list[PythonSource] = Field(min_length=1)
+    stacks: dict[Annotated[str, StringConstraints(pattern=_STACK_NAME_RE)], Stack] = Field(
+        min_length=1
+    )
+    arches: list[Arch] = Field(min_length=1)
+    excludes: list[Exclude] = Field(default_factory=list)
+    expected_modules: list[PackageEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        if self.default_profile not in self.profiles:
+            raise ValueError(
+                f"default_profile {self.default_profile!r} is not one of the profiles "
+                f"{sorted(self.profiles)}"
+            )
+        seen: set[str] = set()
+        for python in self.pythons:
+            if python.version in seen:
+                raise ValueError(f"pythons: version {python.version} is listed twice")
+            seen.add(python.version)
+        if len(set(self.arches)) != len(self.arches):
+            raise ValueError("arches: an arch is listed twice")
+        for index, exclude in enumerate(self.excludes):
+            self._check_exclude(index, exclude)
+        return self
+
+    def _check_exclude(self, index: int, exclude: Exclude) -> None:
+        checks = (
+            ("stack", exclude.stack, list(self.stacks)),
+            ("arch", exclude.arch, [a.value for a in self.arches]),
+            ("python", exclude.python, [p.version for p in self.pythons]),
+        )
+        for field_name, pattern, known in checks:
+            if not fnmatch.filter(known, pattern):
+                raise ValueError(
+                    f"excludes[{index}].{field_name}: {pattern!r} matches no {field_name} "
+                    f"in the matrix (known: {', '.join(known)})"
+                )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One build: a Python version on a stack for an arch."""
+
+    python: PythonSource
+    stack_name: str
+    stack: Stack
+    arch: Arch
+
+    @property
+    def version(self) -> str:
+        return self.python.version
+
+    @property
+    def id(self) -> str:
+        return f"{self.python.version}-{self.stack_name}-{self.arch.value}"
+
+    @property
+    def archive_stem(self) -> str:
+        return f"python-{self.version}-{self.stack.distro}-{self.stack.distro_version}-{self.arch.value}"
+
+    @property
+    def archive_name(self) -> str:
+        return f"{self.archive_stem}.tar.zst"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    """A validated matrix and the file it came from."""
+
+    path: Path
+    model: MatrixModel
+
+    @property
+    def root(self) -> Path:
+        """Directory of matrix.yaml: relative paths in it are relative to here."""
+        return self.path.parent
+
+    @property
+    def source_cache(self) -> Path:
+        return (self.root / self.model.sources.cache_dir).resolve()
+
+    def profile(self, name: str | None) -> tuple[str, Profile]:
+        chosen = name or self.model.default_profile
+        if chosen not in self.model.profiles:
+            raise ConfigError(
+                f"unknown profile {chosen!r}",
+                hint=f"choose one of: {', '.join(sorted(self.model.profiles))}",
+            )
+        return chosen, self.model.profiles[chosen]
+
+    def expected_modules(self, version: Version) -> list[str]:
+        return _select(self.model.expected_modules, version)
+
+    def versions_on(self, stack_name: str) -> list[Version]:
+        return sorted({cell.python.parsed for cell in self.cells() if cell.stack_name == stack_name})
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the matrix, minus excludes, in a stable order."""
+        result: list[Cell] = []
+        for python in sorted(self.model.pythons, key=lambda p: p.parsed):
+            for stack_name, stack in self.model.stacks.items():
+                for arch in self.model.arches:
+                    if any(
+                        ex.matches(python.version, stack_name, arch.value)
+                        for ex in self.model.excludes
+                    ):
+                        continue
+                    result.append(
+                        Cell(python=python, stack_name=stack_name, stack=stack, arch=arch)
+                    )
+        return result
+
+    def select(self, selectors: Sequence[str]) -> list[Cell]:
+        """Cells whose id matches any glob selector; all cells when no selector is given."""
+        cells = self.cells()
+        if not selectors:
+            return cells
+        chosen: list[Cell] = []
+        for selector in selectors:
+            matched = [c for c in cells if fnmatch.fnmatchcase(c.id, selector)]
+            if not matched:
+                raise SelectionError(
+                    f"{selector!r} matches no cell of {self.path.name}",
+                    hint="cell ids look like 3.13.5-debian-12-amd64; "
+                    "`orchestrator plan` lists them",
+                )
+            chosen.extend(c for c in matched if c not in chosen)
+        return chosen
+
+    def cell(self, cell_id: str) -> Cell:
+        for cell in self.cells():
+            if cell.id == cell_id:
+                return cell
+        raise SelectionError(
+            f"no cell {cell_id!r} in {self.path.name}",
+            hint="`orchestrator plan` lists the cell ids",
+        )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """1-based line of the YAML node at pydantic location `loc` (or its nearest parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = None
+            for key_node, value_node in node.value:
+                if str(key_node.value) == str(part):
+                    found = value_node
+                    break
+            if found is None:
+                return line
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _describe(error: dict[str, Any]) -> tuple[tuple[int | str, ...], str]:
+    # Drop pydantic's union-branch labels (e.g. 'str', 'ConditionalItem') from the location.
+    loc = tuple(
+        p
+        for p in error["loc"]
+        if not (isinstance(p, str) and (p in {"str", "ConditionalItem"} or p.startswith("constrained-str")))
+    )
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see the matrix format in README.md)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    elif error["type"] == "string_pattern_mismatch" and loc and loc[-1] == "sha256":
+        message = "expected a sha256: 64 lowercase hex digits computed from the real tarball"
+    return loc, message
+
+
+def load_matrix(path: Path) -> Matrix:
+    """Read and validate matrix.yaml; raise ConfigError with one clear line on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file", hint="run from the repository root or pass --matrix PATH"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        model = MatrixModel.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        loc, message = _describe(errors[0])
+        line = _line_of(root_node, loc)
+        where = f"{path}:{line}" if line else str(path)
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        place = f"{_format_loc(loc)}: " if loc else ""
+        raise ConfigError(f"{where}: {place}{message}{more}") from None
+    return Matrix(path=path.resolve(), model=model)

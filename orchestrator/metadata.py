@@ -1,0 +1,125 @@
+"""The metadata record written beside every archive (<name>.json).
+
+A superset of what uv's download metadata and actions/python-versions consume, plus what the
+farm itself needs: the fingerprint (to skip unchanged cells) and the exact build inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from orchestrator.archive import ArchiveInfo
+from orchestrator.buildspec import BuildSpec
+
+METADATA_FORMAT = 1
+
+
+def tree_sizes(tree: Path, major_minor: str) -> dict[str, int]:
+    """Bytes per part of an install tree (regular files only; links count as 0)."""
+    parts = {
+        "bin": 0,
+        "libpython": 0,
+        "lib_dynload": 0,
+        "stdlib_py": 0,
+        "pyc": 0,
+        "include": 0,
+        "other": 0,
+    }
+    stdlib = Path("lib") / f"python{major_minor}"
+    for path in tree.rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        rel = path.relative_to(tree)
+        size = path.stat().st_size
+        if rel.parts[0] == "bin":
+            key = "bin"
+        elif rel.parts[0] == "include":
+            key = "include"
+        elif rel.parent == Path("lib") and rel.name.startswith("libpython"):
+            key = "libpython"
+        elif rel.is_relative_to(stdlib / "lib-dynload"):
+            key = "lib_dynload"
+        elif rel.suffix == ".pyc":
+            key = "pyc"
+        elif rel.is_relative_to(stdlib) and rel.suffix == ".py":
+            key = "stdlib_py"
+        else:
+            key = "other"
+        parts[key] += size
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def build_record(
+    *,
+    spec: BuildSpec,
+    archive: ArchiveInfo,
+    source_url: str | None,
+    base_image: str,
+    base_image_id: str,
+    builder_image: str,
+    builder_image_id: str,
+    fingerprint: str,
+    fingerprint_inputs: dict[str, Any],
+    build_seconds: float,
+    built_at: str,
+    sizes: dict[str, int],
+) -> dict[str, Any]:
+    cell = spec.cell
+    version = cell.python.parsed
+    prerelease = "".join(f"{kind}{number}" for kind, number in [version.pre]) if version.pre else ""
+    return {
+        "format": METADATA_FORMAT,
+        "name": cell.archive_name,
+        "cell": cell.id,
+        "implementation": "cpython",
+        "version": cell.version,
+        "major": version.major,
+        "minor": version.minor,
+        "patch": version.micro,
+        "prerelease": prerelease,
+        "stack": cell.stack_name,
+        "distro": cell.stack.distro,
+        "distro_version": cell.stack.distro_version,
+        "arch": cell.arch.value,
+        "arch_uname": cell.arch.uname,
+        "libc": "gnu",
+        "profile": spec.profile_name,
+        "sha256": archive.sha256,
+        "size": archive.size,
+        "source": {
+            "filename": cell.python.tarball,
+            "sha256": cell.python.sha256,
+            "url": source_url,
+        },
+        "base_image": base_image,
+        "base_image_id": base_image_id,
+        "builder_image": builder_image,
+        "builder_image_id": builder_image_id,
+        "configure_args": list(spec.configure_args),
+        "make_flags": {"EXTRA_CFLAGS": spec.extra_cflags, "LDFLAGS": spec.ldflags},
+        "expected_modules": list(spec.expected_modules),
+        "fingerprint": fingerprint,
+        "fingerprint_inputs": fingerprint_inputs,
+        "sizes": sizes,
+        "build_seconds": round(build_seconds, 1),
+        "built_at": built_at,
+    }
+
+
+def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

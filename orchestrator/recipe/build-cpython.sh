@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Compile, install and trim one CPython runtime inside a builder container.
+#
+# Driven by the orchestrator (orchestrator/cellbuild.py), which mounts:
+#   $FARM_SOURCE                 the verified upstream tarball (read-only)
+#   /farm/recipe                 this directory (read-only)
+#   /farm/spec/configure-args    one ./configure argument per line (computed by orchestrator/buildspec.py)
+#   /farm/spec/expected-modules  one module per line that must import after the build
+#   $FARM_PREFIX                 the empty install prefix, a host directory (read-write)
+# and sets FARM_VERSION, FARM_JOBS, FARM_EXTRA_CFLAGS, FARM_LDFLAGS, FARM_BUILD_TYPE.
+# Lines starting with "==> " mark phases; the orchestrator shows them as progress.
+set -euo pipefail
+
+phase() { printf '==> %s\n' "$*"; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+: "${FARM_VERSION:?}" "${FARM_SOURCE:?}" "${FARM_PREFIX:?}" "${FARM_JOBS:?}" "${FARM_BUILD_TYPE:?}"
+: "${FARM_EXTRA_CFLAGS=}" "${FARM_LDFLAGS=}"
+
+mapfile -t configure_args </farm/spec/configure-args
+mapfile -t expected_modules </farm/spec/expected-modules
+major_minor=${FARM_VERSION%.*}
+major_minor=${major_minor%%[abrc]*}
+
+# The orchestrator computed --build from the cell's arch; a mismatch means the image or the
+# emulation is not what the cell asked for, and the runtime would be mislabelled.
+actual_type=$(dpkg-architecture -qDEB_BUILD_GNU_TYPE)
+[ "$actual_type" = "$FARM_BUILD_TYPE" ] || die "container builds for $actual_type, cell wants $FARM_BUILD_TYPE"
+[ -d "$FARM_PREFIX" ] && [ -z "$(ls -A "$FARM_PREFIX")" ] || die "$FARM_PREFIX must be an empty directory"
+
+srcdir=$(mktemp -d /tmp/cpython.XXXXXX)
+phase "unpack $(basename "$FARM_SOURCE")"
+tar -xf "$FARM_SOURCE" -C "$srcdir" --strip-components=1
+cd "$srcdir"
+
+phase "configure ${configure_args[*]}"
+./configure "${configure_args[@]}"
+
+# Flags go to make, not configure, so they stay out of sysconfig (users' extension builds).
+# Never pass an empty PROFILE_TASK: it silently turns PGO off.
+make_flags=("EXTRA_CFLAGS=$FARM_EXTRA_CFLAGS" "LDFLAGS=$FARM_LDFLAGS")
+phase "make -j$FARM_JOBS"
+make -j "$FARM_JOBS" "${make_flags[@]}"
+
+# Relink only the executable with an $ORIGIN rpath so the runtime finds its libpython wherever
+# it is unpacked, without LD_LIBRARY_PATH (and never a system libpython of the same version).
+phase "relink python with rpath \$ORIGIN/../lib"
+rm python
+make -j "$FARM_JOBS" "EXTRA_CFLAGS=$FARM_EXTRA_CFLAGS" \
+  "LDFLAGS=$FARM_LDFLAGS -Wl,-rpath,'\$\$ORIGIN/../lib'" python
+
+phase "make install"
+make "${make_flags[@]}" install
+
+cd "$FARM_PREFIX"
+stdlib="lib/python$major_minor"
+[ -d "$stdlib" ] || die "no $stdlib after install"
+
+phase "trim the install tree"
+static_libs=$(find . -name '*.a')
+[ -z "$static_libs" ] || die "static libraries in the install tree: $static_libs"
+find "$stdlib" -depth -type d \( -name test -o -name tests -o -name idle_test \) -exec rm -rf {} +
+find . -depth -type d -name __pycache__ -exec rm -rf {} +
+# Scripts with absolute shebangs to the build prefix; not needed in a runtime.
+rm -f bin/idle* bin/pydoc* bin/2to3*
+ln -sfn python3 bin/python
+
+# Level-0 bytecode only, checked by source hash rather than mtime so it stays valid after
+# extraction anywhere; one worker so marshal output does not depend on scheduling.
+phase "compile bytecode (level 0, unchecked-hash)"
+bin/python3 -m compileall -q -j 1 --invalidation-mode unchecked-hash "$stdlib" >/dev/null
+
+phase "check expected modules"
+bin/python3 -I /farm/recipe/check_modules.py "${expected_modules[@]}"
+
+phase "done: $(du -sh . | cut -f1) installed"

@@ -1,0 +1,115 @@
+"""Render templates/Dockerfile.j2 into dockerfiles/<stack>/Dockerfile for every stack.
+
+The rendered files are committed so reviewers see exactly what gets built; `render --check`
+keeps them honest (CI fails when they drift from the templates and matrix.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from orchestrator.errors import ConfigError
+from orchestrator.matrix import Matrix
+
+TEMPLATE_NAME = "Dockerfile.j2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderedFile:
+    path: Path
+    content: str
+
+
+def templates_dir(matrix: Matrix) -> Path:
+    return matrix.root / "templates"
+
+
+def dockerfiles_dir(matrix: Matrix) -> Path:
+    return matrix.root / "dockerfiles"
+
+
+def dockerfile_path(matrix: Matrix, stack_name: str) -> Path:
+    return dockerfiles_dir(matrix) / stack_name / "Dockerfile"
+
+
+def _environment(directory: Path) -> jinja2.Environment:
+    # StrictUndefined: a typo in the template is an error, not an empty string in a Dockerfile.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
+    )
+
+
+def render_stack(matrix: Matrix, stack_name: str) -> str:
+    """The Dockerfile text for one stack."""
+    stack = matrix.model.stacks[stack_name]
+    versions = matrix.versions_on(stack_name)
+    env = _environment(templates_dir(matrix))
+    try:
+        template = env.get_template(TEMPLATE_NAME)
+        return template.render(
+            stack_name=stack_name,
+            stack=stack,
+            build_packages=stack.build_packages_for(versions),
+            run_packages=stack.run_packages_for(versions),
+        )
+    except jinja2.TemplateNotFound:
+        raise ConfigError(
+            f"template {templates_dir(matrix) / TEMPLATE_NAME} not found",
+            hint="run from the repository root or pass --matrix PATH",
+        ) from None
+    except jinja2.TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        where = f":{line}" if line else ""
+        raise ConfigError(f"{templates_dir(matrix) / TEMPLATE_NAME}{where}: {exc}") from None
+
+
+def render_all(matrix: Matrix) -> list[RenderedFile]:
+    return [
+        RenderedFile(path=dockerfile_path(matrix, name), content=render_stack(matrix, name))
+        for name in matrix.model.stacks
+    ]
+
+
+def write_rendered(matrix: Matrix) -> list[Path]:
+    """Write every rendered Dockerfile that changed; return the paths written."""
+    written: list[Path] = []
+    for rendered in render_all(matrix):
+        if rendered.path.is_file() and rendered.path.read_text(encoding="utf-8") == rendered.content:
+            continue
+        rendered.path.parent.mkdir(parents=True, exist_ok=True)
+        # Temp file + rename: an interrupted render never leaves half a Dockerfile.
+        fd, tmp = tempfile.mkstemp(dir=rendered.path.parent, prefix=".Dockerfile.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(rendered.content)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, rendered.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(rendered.path)
+    return written
+
+
+def stale_files(matrix: Matrix) -> list[Path]:
+    """Rendered files that differ from (or are missing versus) what the templates produce,
+    plus Dockerfiles of stacks that are no longer in the matrix."""
+    stale: list[Path] = []
+    expected = {r.path: r.content for r in render_all(matrix)}
+    for path, content in expected.items():
+        if not path.is_file() or path.read_text(encoding="utf-8") != content:
+            stale.append(path)
+    directory = dockerfiles_dir(matrix)
+    if directory.is_dir():
+        stale.extend(
+            orphan for orphan in sorted(directory.glob("*/Dockerfile")) if orphan not in expected
+        )
+    return stale

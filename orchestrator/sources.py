@@ -1,0 +1,343 @@
+"""Fetch CPython source tarballs into a local cache, trusting only the sha256 pin.
+
+Mirrors are tried in the order matrix.yaml lists them. Whatever a mirror serves is hashed while
+it streams into a temporary file next to the cache entry; only a file whose sha256 equals the pin
+is renamed into place, so the cache never holds a wrong or half-written tarball.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import socket
+import ssl
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from orchestrator.errors import SourceError
+from orchestrator.matrix import PythonSource
+
+CHUNK_SIZE = 1024 * 1024
+USER_AGENT = "python-runtime-farm/0.1 (source fetcher)"
+
+# Transient failures get a few quick retries on the same mirror; the budget stops a mirror that
+# times out slowly from being retried at all (the next mirror is a better bet).
+RETRY_ATTEMPTS = 3
+RETRY_BUDGET_SECONDS = 5.0
+RETRY_WAIT = wait_exponential(multiplier=0.25, min=0.25, max=2.0)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchedSource:
+    path: Path
+    sha256: str
+    size: int
+    url: str | None  # None: reused from the cache, no network
+
+
+class SourceChecksumError(SourceError):
+    """A file's sha256 differs from the pin."""
+
+    def __init__(self, path: Path, *, actual: str, expected: str) -> None:
+        super().__init__(f"{path}: sha256 is {actual}, expected {expected}")
+        self.path = path
+        self.actual = actual
+        self.expected = expected
+
+
+def mirror_urls(python: PythonSource, mirrors: Sequence[str]) -> list[str]:
+    """The mirror templates filled in for `python`, in the same order."""
+    values = {
+        "version": python.version,
+        "filename": python.tarball,
+        "major_minor": python.major_minor,
+        "ext": python.extension,
+    }
+    urls: list[str] = []
+    for template in mirrors:
+        try:
+            urls.append(template.format_map(values))
+        except (KeyError, ValueError, IndexError) as exc:
+            raise SourceError(
+                f"bad mirror template {template!r}: {exc}",
+                hint="placeholders allowed: {version} {filename} {major_minor} {ext}",
+            ) from None
+    return urls
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, expected_sha256: str) -> str:
+    """Hash `path` in chunks; return the digest, or raise SourceChecksumError if it differs."""
+    expected = expected_sha256.lower()
+    try:
+        actual = _hash_file(path)
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if actual != expected:
+        raise SourceChecksumError(path, actual=actual, expected=expected)
+    return actual
+
+
+# --- one mirror ------------------------------------------------------------------------------
+
+
+class _MirrorFailed(Exception):
+    """This mirror did not deliver; `reason` is a short phrase for the final error message."""
+
+    def __init__(self, reason: str, *, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Mismatch:
+    actual: str
+    size: int
+
+
+def _classify(exc: BaseException, timeout: float) -> _MirrorFailed:
+    """Turn a urllib/socket error into a short reason and whether a retry could help."""
+    if isinstance(exc, urllib.error.HTTPError):
+        # 5xx, 408 and 429 are the server's way of saying "try again"; 404 and friends are not.
+        retryable = exc.code >= 500 or exc.code in (408, 429)
+        text = f"HTTP {exc.code} {exc.reason}" if exc.reason else f"HTTP {exc.code}"
+        return _MirrorFailed(text.strip(), retryable=retryable)
+    if isinstance(exc, urllib.error.URLError):
+        # urllib wraps the socket error; classify what is inside.
+        if isinstance(exc.reason, BaseException):
+            return _classify(exc.reason, timeout)
+        return _MirrorFailed(str(exc.reason), retryable=False)
+    if isinstance(exc, socket.gaierror):
+        return _MirrorFailed("host not found", retryable=False)
+    if isinstance(exc, ConnectionRefusedError):
+        return _MirrorFailed("connection refused", retryable=False)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _MirrorFailed(f"TLS certificate rejected: {exc.verify_message}", retryable=False)
+    if isinstance(exc, TimeoutError):
+        return _MirrorFailed(f"timed out after {timeout:g}s", retryable=True)
+    if isinstance(exc, ConnectionError | http.client.HTTPException):
+        return _MirrorFailed(f"connection dropped ({type(exc).__name__})", retryable=True)
+    if isinstance(exc, FileNotFoundError):
+        return _MirrorFailed("no such file", retryable=False)
+    if isinstance(exc, OSError):
+        return _MirrorFailed(exc.strerror or str(exc) or type(exc).__name__, retryable=False)
+    return _MirrorFailed(str(exc) or type(exc).__name__, retryable=False)
+
+
+def _stream(url: str, out: BinaryIO, tmp: Path, timeout: float) -> tuple[str, int]:
+    """Copy `url` into `out`, returning (sha256, size). Network trouble -> _MirrorFailed."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise _classify(exc, timeout) from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise _classify(exc, timeout) from None
+    digest = hashlib.sha256()
+    size = 0
+    with response:
+        announced = response.headers.get("Content-Length")
+        while True:
+            try:
+                chunk = response.read(CHUNK_SIZE)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _classify(exc, timeout) from None
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                # The local disk, not the mirror: no other mirror will do better.
+                raise SourceError(f"cannot write {tmp}: {exc.strerror or exc}") from None
+    # http.client ends a short body silently; call it a dropped connection, not a bad hash.
+    if announced is not None and announced.isdigit() and size < int(announced):
+        raise _MirrorFailed(f"connection dropped after {size} of {announced} bytes", retryable=True)
+    return digest.hexdigest(), size
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename durable; not every filesystem allows opening a directory, so best effort.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | _Mismatch:
+    """One attempt: stream `url` next to `final`; rename into place only if the hash matches.
+
+    Returns the size on success, a _Mismatch when the mirror served other bytes.
+    """
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.part-")
+    except OSError as exc:
+        raise SourceError(f"cannot write in {final.parent}: {exc.strerror or exc}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            actual, size = _stream(url, out, tmp, timeout)
+            if actual != expected:
+                tmp.unlink(missing_ok=True)
+                return _Mismatch(actual=actual, size=size)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cached tarball is not a secret
+        os.replace(tmp, final)
+    except BaseException as exc:
+        # Includes KeyboardInterrupt: never leave a .part file behind.
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            # _stream turns network OSErrors into _MirrorFailed; this one is the local disk.
+            raise SourceError(f"cannot write {final}: {exc.strerror or exc}") from None
+        raise
+    _fsync_dir(final.parent)
+    return size
+
+
+def _download_with_retries(
+    url: str, *, final: Path, expected: str, timeout: float, progress: Progress
+) -> int | _Mismatch:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = exc.reason if isinstance(exc, _MirrorFailed) else "error"
+        wait = state.next_action.sleep if state.next_action else 0.0
+        progress(
+            f"{url}: {reason}; retrying in {wait:.2g}s "
+            f"(attempt {state.attempt_number + 1} of {RETRY_ATTEMPTS})"
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_BUDGET_SECONDS),
+        wait=RETRY_WAIT,
+        retry=retry_if_exception(lambda exc: isinstance(exc, _MirrorFailed) and exc.retryable),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    result: int | _Mismatch = retrying(
+        _download, url, final=final, expected=expected, timeout=timeout
+    )
+    return result
+
+
+# --- all mirrors -----------------------------------------------------------------------------
+
+
+def _reuse_cached(final: Path, expected: str, progress: Progress) -> FetchedSource | None:
+    if not final.exists():  # a dangling symlink counts as absent; os.replace overwrites it
+        return None
+    if final.is_dir():
+        raise SourceError(
+            f"{final} is a directory, expected the source tarball",
+            hint="remove it; the tarball will be fetched again",
+        )
+    try:
+        digest = verify_file(final, expected)
+    except SourceChecksumError as exc:
+        # A truncated earlier copy or a wrong file dropped in by hand: the pin wins.
+        progress(f"cached {final} has sha256 {exc.actual}, expected {expected}; fetching again")
+        final.unlink(missing_ok=True)
+        return None
+    size = final.stat().st_size
+    progress(f"reusing cached {final} (sha256 verified)")
+    return FetchedSource(path=final, sha256=digest, size=size, url=None)
+
+
+def fetch_source(
+    python: PythonSource,
+    *,
+    mirrors: Sequence[str],
+    cache_dir: Path,
+    progress: Progress | None = None,
+    timeout: float = 30.0,
+) -> FetchedSource:
+    """Return `python`'s tarball in `cache_dir`, verified against its sha256 pin.
+
+    A verified cached copy is reused without touching the network; otherwise each mirror is
+    tried in order until one serves bytes with the pinned hash. Raises SourceError naming the
+    reason per mirror when none does.
+    """
+    report: Progress = progress or (lambda _line: None)
+    expected = python.sha256.lower()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SourceError(f"cannot create cache dir {cache_dir}: {exc.strerror or exc}") from None
+    final = cache_dir / python.tarball
+
+    cached = _reuse_cached(final, expected, report)
+    if cached is not None:
+        return cached
+
+    failures: list[str] = []
+    mismatches = 0
+    for url in mirror_urls(python, mirrors):
+        report(f"fetching {url}")
+        try:
+            outcome = _download_with_retries(
+                url, final=final, expected=expected, timeout=timeout, progress=report
+            )
+        except _MirrorFailed as exc:
+            report(f"{url}: {exc.reason}")
+            failures.append(f"{url}: {exc.reason}")
+            continue
+        if isinstance(outcome, _Mismatch):
+            mismatches += 1
+            line = f"sha256 mismatch at {url}: got {outcome.actual}, expected {expected}"
+            report(f"{line} ({outcome.size} bytes, discarded)")
+            failures.append(line)
+            continue
+        report(f"verified sha256 {expected} of {python.tarball} ({outcome} bytes)")
+        return FetchedSource(path=final, sha256=expected, size=outcome, url=url)
+
+    raise _all_failed(python, failures, mismatches, final)
+
+
+def _all_failed(
+    python: PythonSource, failures: list[str], mismatches: int, final: Path
+) -> SourceError:
+    if not failures:
+        return SourceError(
+            f"could not fetch {python.tarball} for {python.version}: no mirrors configured",
+            hint=f"add one to sources.mirrors in matrix.yaml, or put the tarball at {final}",
+        )
+    what = f"could not fetch {python.tarball} for {python.version}"
+    hint = f"add a mirror to sources.mirrors in matrix.yaml, or put the verified tarball at {final}"
+    if mismatches:
+        # Loud on purpose: either the pin in matrix.yaml is wrong or a mirror serves other bytes.
+        what += f" (SHA256 MISMATCH from {mismatches} mirror(s); nothing was cached)"
+        hint = (
+            f"check the sha256 pinned for {python.version} in matrix.yaml against python.org; "
+            "if the pin is right, a mirror is serving a different (possibly tampered) file. " + hint
+        )
+    return SourceError(f"{what}: " + "; ".join(failures), hint=hint)

@@ -1,0 +1,111 @@
+"""Fixtures for tests against the real Docker engine.
+
+These tests need `make setup base-images` (the Makefile's `test` target does it). When the
+engine is missing they fail with that hint instead of skipping: a skipped integration test
+proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from docker import DockerClient
+
+from orchestrator.errors import DockerError
+from orchestrator.matrix import Arch, Matrix, load_matrix
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+E2E_CELL = "3.13.5-debian-12-amd64"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[DockerClient]:
+    from orchestrator.engine import connect
+
+    try:
+        client = connect()
+    except DockerError as exc:
+        pytest.fail(f"{exc} - run `make setup base-images` first", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def repo_matrix() -> Matrix:
+    return load_matrix(REPO_ROOT / "matrix.yaml")
+
+
+def run_cli(
+    args: Sequence[str], *, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None,
+    timeout: float = 3600,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a child process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """matrix.yaml, templates/ and dockerfiles/ copied to a temp dir, to change freely."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO_ROOT / "matrix.yaml", project / "matrix.yaml")
+    shutil.copytree(REPO_ROOT / "templates", project / "templates")
+    shutil.copytree(REPO_ROOT / "dockerfiles", project / "dockerfiles")
+    return project
+
+
+@dataclass(frozen=True, kw_only=True)
+class E2EBuild:
+    out_dir: Path
+    archive: Path
+    sha256_file: Path
+    metadata: Path
+    tree: Path
+    log: Path
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def e2e_build(tmp_path_factory: pytest.TempPathFactory, docker_client: DockerClient) -> E2EBuild:
+    """One real CPython build (fast profile) shared by every end-to-end check."""
+    out = tmp_path_factory.mktemp("e2e-out")
+    result = run_cli(
+        ["--out", str(out), "build", E2E_CELL, "--profile", "fast", "--keep-work", "--quiet"]
+    )
+    if result.returncode != 0:
+        pytest.fail(f"e2e build failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    stem = "python-3.13.5-debian-12-amd64"
+    return E2EBuild(
+        out_dir=out,
+        archive=out / "artifacts" / f"{stem}.tar.zst",
+        sha256_file=out / "artifacts" / f"{stem}.tar.zst.sha256",
+        metadata=out / "artifacts" / f"{stem}.json",
+        tree=out / "work" / E2E_CELL / "prefix",
+        log=out / "logs" / f"{E2E_CELL}.log",
+        stderr=result.stderr,
+    )
+
+
+@pytest.fixture(scope="session")
+def run_image_debian12(docker_client: DockerClient, repo_matrix: Matrix) -> str:
+    """The debian-12 run image: base + runtime libraries, no compilers or -dev packages."""
+    from orchestrator.images import ensure_image, plan_image
+
+    plan = plan_image(docker_client, repo_matrix, "debian-12", Arch.AMD64, "run")
+    log = REPO_ROOT / "out" / "logs" / "images" / f"{plan.tag.split(':')[1]}.log"
+    return ensure_image(docker_client, plan, log_path=log).image_id

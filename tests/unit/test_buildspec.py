@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.buildspec import INSTALL_PREFIX, build_spec, configure_args, recipe_digest
+from orchestrator.fingerprint import fingerprint, fingerprint_inputs
+from orchestrator.matrix import load_matrix
+
+
+def test_release_recipe(repo_root: Path) -> None:
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    spec = build_spec(matrix, matrix.cell("3.13.5-ubuntu-24.04-arm64"), "release")
+    args = spec.configure_args
+    assert args[0] == "--build=aarch64-linux-gnu"
+    assert f"--prefix={INSTALL_PREFIX}" in args
+    for flag in (
+        "--enable-shared",
+        "--without-static-libpython",
+        "--enable-optimizations",
+        "--with-lto",
+        "--enable-option-checking=fatal",
+        "--enable-loadable-sqlite-extensions",
+        "--disable-test-modules",
+        "--with-ensurepip=no",
+    ):
+        assert flag in args
+    # Flags for make only: nothing that would leak into sysconfig is given to configure.
+    assert not any(a.startswith(("CFLAGS", "LDFLAGS", "--with-system-expat")) for a in args)
+    assert "-fno-semantic-interposition" not in " ".join(args)
+    assert "--strip-all" in spec.ldflags
+
+
+def test_fast_profile_has_no_pgo_or_lto(repo_root: Path) -> None:
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    args = configure_args(matrix.cell("3.13.5-debian-12-amd64"), matrix.profile("fast")[1])
+    assert "--enable-optimizations" not in args
+    assert "--with-lto" not in args
+
+
+def test_environment_and_spec_files(repo_root: Path, tmp_path: Path) -> None:
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    spec = build_spec(matrix, matrix.cell("3.13.5-debian-12-amd64"), "fast")
+    env = spec.container_environment(source_path="/farm/source/x.tar.xz", jobs=3)
+    assert env["FARM_JOBS"] == "3"
+    assert env["FARM_BUILD_TYPE"] == "x86_64-linux-gnu"
+    assert "PROFILE_TASK" not in env  # an empty PROFILE_TASK silently disables PGO
+    spec.write_spec_files(tmp_path)
+    assert (tmp_path / "configure-args").read_text().splitlines() == list(spec.configure_args)
+    assert "ssl" in (tmp_path / "expected-modules").read_text().splitlines()
+
+
+def test_fingerprint_changes_with_each_input(repo_root: Path, tmp_path: Path) -> None:
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    spec = build_spec(matrix, matrix.cell("3.13.5-debian-12-amd64"), "fast")
+    base = {
+        "recipe_version": 1,
+        "dockerfile_sha256": "d" * 64,
+        "base_image_id": "sha256:" + "b" * 64,
+        "recipe_sha256": "r" * 64,
+    }
+    reference = fingerprint(fingerprint_inputs(spec, **base))  # type: ignore[arg-type]
+    assert reference == fingerprint(fingerprint_inputs(spec, **base))  # type: ignore[arg-type]
+    for key in base:
+        changed = dict(base, **{key: 2 if key == "recipe_version" else "x"})
+        assert fingerprint(fingerprint_inputs(spec, **changed)) != reference  # type: ignore[arg-type]
+    release = build_spec(matrix, spec.cell, "release")
+    assert fingerprint(fingerprint_inputs(release, **base)) != reference  # type: ignore[arg-type]
+
+
+def test_recipe_digest_tracks_files(tmp_path: Path) -> None:
+    (tmp_path / "build.sh").write_text("echo one\n")
+    first = recipe_digest(tmp_path)
+    (tmp_path / "build.sh").write_text("echo two\n")
+    assert recipe_digest(tmp_path) != first
