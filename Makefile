@@ -10,7 +10,7 @@ BIN         := $(VENV)/bin
 CELL        ?= 3.13.5-debian-12-amd64
 PROFILE     ?= fast
 # SUITE:ARCH pairs of local Debian base images (no registry is reachable here).
-BASE_IMAGES ?= bookworm:amd64 trixie:amd64
+BASE_IMAGES ?= bookworm:amd64 bookworm:arm64
 PYTEST_ARGS ?=
 
 .PHONY: help setup host venv base-images render build test test-unit lint clean

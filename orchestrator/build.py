@@ -12,7 +12,7 @@ import shutil
 import tarfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from docker import DockerClient
@@ -37,7 +37,7 @@ class BuildOptions:
     jobs: int = os.cpu_count() or 1
     keep_work: bool = False
     extra_ca: Path | None = None
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,8 +86,9 @@ def build_cell(
         cache_dir=matrix.source_cache,
         progress=progress,
     )
-    builder = _builder_image(matrix, cell, client=client, layout=layout, options=options,
-                             progress=progress, echo=echo)
+    builder = _builder_image(
+        matrix, cell, client=client, layout=layout, options=options, progress=progress, echo=echo
+    )
 
     work = layout.work(cell.id)
     if work.exists():
@@ -109,9 +110,18 @@ def build_cell(
         on_phase=lambda phase: progress(phase),
     )
 
-    result = _package(matrix, spec, builder, source, prefix=prefix, layout=layout,
-                      log_path=log_path, build_seconds=run.seconds, progress=progress,
-                      started=started)
+    result = _package(
+        matrix,
+        spec,
+        builder,
+        source,
+        prefix=prefix,
+        layout=layout,
+        log_path=log_path,
+        build_seconds=run.seconds,
+        progress=progress,
+        started=started,
+    )
     if not options.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -127,8 +137,9 @@ def _builder_image(
     progress: Progress,
     echo: Progress | None,
 ) -> BuiltImage:
-    plan = plan_image(client, matrix, cell.stack_name, cell.arch, "builder",
-                      extra_ca=options.extra_ca)
+    plan = plan_image(
+        client, matrix, cell.stack_name, cell.arch, "builder", extra_ca=options.extra_ca
+    )
     log = layout.image_log(plan.tag.split(":", 1)[1])
     progress(f"builder image {plan.tag}")
     built = ensure_image(client, plan, log_path=log, echo=echo)

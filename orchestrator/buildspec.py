@@ -86,7 +86,9 @@ def build_spec(matrix: Matrix, cell: Cell, profile_name: str | None) -> BuildSpe
 def recipe_digest(directory: Path = RECIPE_DIR) -> str:
     """sha256 over the recipe files (names and contents): any edit changes fingerprints."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for path in sorted(
+        p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    ):
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()

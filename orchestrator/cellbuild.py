@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from orchestrator.images import LABEL_PREFIX
 
 CELL_LABEL = f"{LABEL_PREFIX}.cell"
 ROLE_LABEL = f"{LABEL_PREFIX}.role"
+# Which process on which host owns a container: lets an operator (or a test) tell its own
+# containers from those of another farm run on the same engine.
+OWNER_LABEL = f"{LABEL_PREFIX}.owner"
 PHASE_MARK = "==> "
 _MISSING_RE = re.compile(r"MISSING MODULES: (.*)")
 
@@ -66,11 +70,12 @@ def run_build_container(
     spec_dir: Path,
     log_path: Path,
     jobs: int,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
     echo: Callable[[str], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
 ) -> CellRun:
     cell = spec.cell
+    limits = limits or Limits()
     source_in_container = f"/farm/source/{source.name}"
     spec.write_spec_files(spec_dir)
     prefix_dir.mkdir(parents=True, exist_ok=True)
@@ -87,10 +92,8 @@ def run_build_container(
                 image_id,
                 command=["bash", f"/farm/recipe/{BUILD_SCRIPT}"],
                 name=f"python-farm-{cell.id}-{secrets.token_hex(3)}",
-                labels={CELL_LABEL: cell.id, ROLE_LABEL: "build"},
-                environment=spec.container_environment(
-                    source_path=source_in_container, jobs=jobs
-                ),
+                labels={CELL_LABEL: cell.id, ROLE_LABEL: "build", OWNER_LABEL: owner()},
+                environment=spec.container_environment(source_path=source_in_container, jobs=jobs),
                 volumes={
                     str(source.resolve()): {"bind": source_in_container, "mode": "ro"},
                     str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
@@ -156,7 +159,15 @@ def _remove(container: Container) -> None:
             raise
 
 
-def leftover_containers(client: DockerClient, cell_id: str | None = None) -> list[Container]:
+def owner(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{pid if pid is not None else os.getpid()}"
+
+
+def leftover_containers(
+    client: DockerClient, cell_id: str | None = None, *, owner_pid: int | None = None
+) -> list[Container]:
     """Build containers of the farm still known to the engine (for tests and clean-up)."""
-    label = f"{CELL_LABEL}={cell_id}" if cell_id else CELL_LABEL
-    return list(client.containers.list(all=True, filters={"label": label}))
+    labels = [f"{CELL_LABEL}={cell_id}" if cell_id else CELL_LABEL]
+    if owner_pid is not None:
+        labels.append(f"{OWNER_LABEL}={owner(owner_pid)}")
+    return list(client.containers.list(all=True, filters={"label": labels}))

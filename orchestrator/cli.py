@@ -178,11 +178,15 @@ def fetch(context: Context, versions: tuple[str, ...]) -> None:
             hint=f"versions in {matrix.path.name}: {', '.join(known)}",
         )
     for version in versions or tuple(known):
+
+        def progress(line: str, version: str = version) -> None:
+            _say(f"[{version}] {line}")
+
         fetched = fetch_source(
             known[version],
             mirrors=matrix.model.sources.mirrors,
             cache_dir=matrix.source_cache,
-            progress=lambda line, v=version: _say(f"[{v}] {line}"),
+            progress=progress,
         )
         click.echo(f"{fetched.sha256}  {fetched.path}")
 
@@ -239,9 +243,7 @@ def build(
         jobs=jobs,
         keep_work=keep_work,
         extra_ca=extra_ca,
-        limits=Limits(
-            cpus=cpus, memory_bytes=int(memory_gb * 1024**3) if memory_gb else None
-        ),
+        limits=Limits(cpus=cpus, memory_bytes=int(memory_gb * 1024**3) if memory_gb else None),
     )
     for cell in selected:
         progress, echo = _cell_progress(cell)
@@ -291,5 +293,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> NoReturn:
     sys.exit(main())
-
-

@@ -56,7 +56,8 @@ class ImagePlan:
 
     @property
     def tag(self) -> str:
-        return f"{IMAGE_REPOSITORY}/{self.target}:{self.stack_name}-{self.arch.value}-{self.content_hash[:16]}"
+        name = f"{self.stack_name}-{self.arch.value}-{self.content_hash[:16]}"
+        return f"{IMAGE_REPOSITORY}/{self.target}:{name}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from orchestrator.errors import ConfigError, SelectionError
 
@@ -137,7 +138,9 @@ class SourceSettings(_Strict):
                     f"allowed: {sorted(allowed)}"
                 )
             if not re.match(r"^(https?|file)://", template):
-                raise ValueError(f"mirror {template!r} must start with https://, http:// or file://")
+                raise ValueError(
+                    f"mirror {template!r} must start with https://, http:// or file://"
+                )
         return mirrors
 
 
@@ -289,7 +292,8 @@ class Cell:
 
     @property
     def archive_stem(self) -> str:
-        return f"python-{self.version}-{self.stack.distro}-{self.stack.distro_version}-{self.arch.value}"
+        stack = self.stack
+        return f"python-{self.version}-{stack.distro}-{stack.distro_version}-{self.arch.value}"
 
     @property
     def archive_name(self) -> str:
@@ -325,7 +329,9 @@ class Matrix:
         return _select(self.model.expected_modules, version)
 
     def versions_on(self, stack_name: str) -> list[Version]:
-        return sorted({cell.python.parsed for cell in self.cells() if cell.stack_name == stack_name})
+        return sorted(
+            {cell.python.parsed for cell in self.cells() if cell.stack_name == stack_name}
+        )
 
     def cells(self) -> list[Cell]:
         """Every cell of the matrix, minus excludes, in a stable order."""
@@ -379,7 +385,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,
@@ -424,12 +430,15 @@ def _format_loc(loc: Sequence[int | str]) -> str:
     return text
 
 
-def _describe(error: dict[str, Any]) -> tuple[tuple[int | str, ...], str]:
+def _describe(error: ErrorDetails) -> tuple[tuple[int | str, ...], str]:
     # Drop pydantic's union-branch labels (e.g. 'str', 'ConditionalItem') from the location.
     loc = tuple(
         p
         for p in error["loc"]
-        if not (isinstance(p, str) and (p in {"str", "ConditionalItem"} or p.startswith("constrained-str")))
+        if not (
+            isinstance(p, str)
+            and (p in {"str", "ConditionalItem"} or p.startswith("constrained-str"))
+        )
     )
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -452,7 +461,7 @@ def load_matrix(path: Path) -> Matrix:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
         root_node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -43,7 +43,7 @@ def _environment(directory: Path) -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(directory)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
+        autoescape=False,
     )
 
 
@@ -82,7 +82,10 @@ def write_rendered(matrix: Matrix) -> list[Path]:
     """Write every rendered Dockerfile that changed; return the paths written."""
     written: list[Path] = []
     for rendered in render_all(matrix):
-        if rendered.path.is_file() and rendered.path.read_text(encoding="utf-8") == rendered.content:
+        if (
+            rendered.path.is_file()
+            and rendered.path.read_text(encoding="utf-8") == rendered.content
+        ):
             continue
         rendered.path.parent.mkdir(parents=True, exist_ok=True)
         # Temp file + rename: an interrupted render never leaves half a Dockerfile.

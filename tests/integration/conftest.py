@@ -7,12 +7,8 @@ proves nothing.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +16,7 @@ from docker import DockerClient
 
 from orchestrator.errors import DockerError
 from orchestrator.matrix import Arch, Matrix, load_matrix
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-E2E_CELL = "3.13.5-debian-12-amd64"
+from tests.integration.support import E2E_CELL, REPO_ROOT, E2EBuild, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -42,22 +36,6 @@ def repo_matrix() -> Matrix:
     return load_matrix(REPO_ROOT / "matrix.yaml")
 
 
-def run_cli(
-    args: Sequence[str], *, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None,
-    timeout: float = 3600,
-) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a child process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     """matrix.yaml, templates/ and dockerfiles/ copied to a temp dir, to change freely."""
@@ -67,17 +45,6 @@ def project_copy(tmp_path: Path) -> Path:
     shutil.copytree(REPO_ROOT / "templates", project / "templates")
     shutil.copytree(REPO_ROOT / "dockerfiles", project / "dockerfiles")
     return project
-
-
-@dataclass(frozen=True, kw_only=True)
-class E2EBuild:
-    out_dir: Path
-    archive: Path
-    sha256_file: Path
-    metadata: Path
-    tree: Path
-    log: Path
-    stderr: str
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import secrets
@@ -19,13 +18,15 @@ import zstandard
 from docker import DockerClient
 
 from orchestrator.archive import pack_tree
-from orchestrator.cellbuild import leftover_containers
-
-from .conftest import E2E_CELL, REPO_ROOT, E2EBuild, run_cli
+from orchestrator.cellbuild import OWNER_LABEL, leftover_containers, owner
+from tests.integration.support import E2E_CELL, REPO_ROOT, E2EBuild, run_cli
 
 pytestmark = pytest.mark.integration
 
-IMPORTS = "ssl, sqlite3, ctypes, lzma, bz2, zlib, readline, curses, dbm.gnu, _uuid, decimal, xml.parsers.expat"
+IMPORTS = (
+    "ssl, sqlite3, ctypes, lzma, bz2, zlib, readline, curses, dbm.gnu, _uuid, decimal, "
+    "xml.parsers.expat"
+)
 
 
 def _members(archive: Path) -> list[tarfile.TarInfo]:
@@ -41,7 +42,10 @@ def test_archive_and_checksum_agree(e2e_build: E2EBuild) -> None:
     assert e2e_build.sha256_file.read_text() == f"{digest}  {e2e_build.archive.name}\n"
     check = subprocess.run(
         ["sha256sum", "-c", e2e_build.sha256_file.name],
-        cwd=e2e_build.archive.parent, capture_output=True, text=True, check=False,
+        cwd=e2e_build.archive.parent,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -53,7 +57,10 @@ def test_metadata_record(e2e_build: E2EBuild) -> None:
     record = json.loads(e2e_build.metadata.read_text())
     assert record["version"] == "3.13.5"
     assert (record["stack"], record["distro"], record["distro_version"], record["arch"]) == (
-        "debian-12", "debian", "12", "amd64",
+        "debian-12",
+        "debian",
+        "12",
+        "amd64",
     )
     assert record["profile"] == "fast"
     assert record["sha256"] == hashlib.sha256(e2e_build.archive.read_bytes()).hexdigest()
@@ -118,10 +125,12 @@ def test_packing_the_same_tree_twice_is_byte_identical(e2e_build: E2EBuild, tmp_
     assert first.sha256 == second.sha256 == json.loads(e2e_build.metadata.read_text())["sha256"]
 
 
-def _container_creates(client: DockerClient, since: float, until: float) -> list[str]:
+def _container_creates(client: DockerClient, since: float, until: float, pid: int) -> list[str]:
     events = client.events(
-        since=int(since), until=int(until) + 1, decode=True,
-        filters={"type": "container", "event": "create"},
+        since=int(since),
+        until=int(until) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"{OWNER_LABEL}={owner(pid)}"},
     )
     return [e.get("Actor", {}).get("Attributes", {}).get("name", "?") for e in events]
 
@@ -139,7 +148,7 @@ def test_wrong_sha256_stops_before_any_container(
     matrix = project_copy / "matrix.yaml"
     text = matrix.read_text()
     text = text.replace(
-        "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640", "0" * 64
+        "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640", "f" * 64
     )
     text = re.sub(
         r"  mirrors:\n(    - .*\n)+", f"  mirrors:\n    - file://{mirror}/{{filename}}\n", text
@@ -149,14 +158,22 @@ def test_wrong_sha256_stops_before_any_container(
 
     started = time.time()
     result = run_cli(
-        ["--matrix", str(matrix), "--out", str(tmp_path / "out"), "build", E2E_CELL,
-         "--profile", "fast"]
+        [
+            "--matrix",
+            str(matrix),
+            "--out",
+            str(tmp_path / "out"),
+            "build",
+            E2E_CELL,
+            "--profile",
+            "fast",
+        ]
     )
     finished = time.time()
     assert result.returncode == 4, result.stderr
     assert "sha256 mismatch" in result.stderr.lower()
     assert "Traceback" not in result.stderr
-    assert _container_creates(docker_client, started, finished) == []
+    assert _container_creates(docker_client, started, finished, result.pid) == []
     assert not list((tmp_path / "cache").glob("*")), "a bad tarball was cached"
     assert not (tmp_path / "out" / "artifacts").exists()
 
@@ -166,14 +183,27 @@ def test_interrupt_leaves_no_container(
     sig: signal.Signals, docker_client: DockerClient, tmp_path: Path
 ) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "--out", str(tmp_path), "build", E2E_CELL,
-         "--profile", "fast", "--quiet"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "--out",
+            str(tmp_path),
+            "build",
+            E2E_CELL,
+            "--profile",
+            "fast",
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,  # its own process group, like a terminal job
     )
     try:
         deadline = time.monotonic() + 600
-        while not leftover_containers(docker_client, E2E_CELL):
+        while not leftover_containers(docker_client, E2E_CELL, owner_pid=process.pid):
             assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline, "the build container never appeared"
             time.sleep(0.5)
@@ -186,6 +216,6 @@ def test_interrupt_leaves_no_container(
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
-    assert leftover_containers(docker_client, E2E_CELL) == []
+    assert leftover_containers(docker_client, E2E_CELL, owner_pid=process.pid) == []
     artifacts = tmp_path / "artifacts"
     assert not artifacts.exists() or not any(artifacts.iterdir())

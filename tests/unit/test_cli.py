@@ -26,8 +26,16 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_plan_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--matrix", str(project / "matrix.yaml"), "plan", "--format", "json",
-                 "3.13.*-debian-*-amd64"])
+    code = main(
+        [
+            "--matrix",
+            str(project / "matrix.yaml"),
+            "plan",
+            "--format",
+            "json",
+            "3.13.*-debian-*-amd64",
+        ]
+    )
     assert code == 0
     cells = json.loads(capsys.readouterr().out)
     assert [c["id"] for c in cells] == ["3.13.5-debian-12-amd64", "3.13.5-debian-13-amd64"]
