@@ -37,8 +37,8 @@ base-images: host ## local Debian base images via debootstrap (BASE_IMAGES="book
 render: venv ## render templates/ into dockerfiles/ (commit the result)
 	$(BIN)/orchestrator render
 
-build: setup base-images ## build CELL (default 3.13.5-debian-12-amd64) with PROFILE (default fast)
-	$(BIN)/orchestrator build $(CELL) --profile $(PROFILE)
+build: setup base-images ## build CELL (default 3.13.5-debian-12-amd64, PROFILE fast) and publish it
+	$(BIN)/orchestrator build $(CELL) --profile $(PROFILE) --publish
 
 test: setup base-images ## every test: unit, integration on the real engine, end to end
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -53,6 +53,32 @@ def _cell_progress(cell: Cell) -> tuple[Callable[[str], None], Callable[[str], N
 
 
 pass_context = click.make_pass_decorator(Context)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def publish_options(command: F) -> F:
+    """Target flags shared by `publish` and `build --publish` (env FARM_PUBLISH_*)."""
+    options = [
+        click.option("--bucket", envvar="FARM_PUBLISH_BUCKET",
+                     help="S3 bucket (env FARM_PUBLISH_BUCKET). None: the local store."),
+        click.option("--prefix", envvar="FARM_PUBLISH_PREFIX",
+                     help="Key prefix inside the bucket (env FARM_PUBLISH_PREFIX)."),
+        click.option("--region", envvar="FARM_PUBLISH_REGION",
+                     help="Bucket region (env FARM_PUBLISH_REGION)."),
+        click.option("--endpoint-url", envvar="FARM_PUBLISH_ENDPOINT_URL",
+                     help="S3-compatible endpoint (env FARM_PUBLISH_ENDPOINT_URL)."),
+        click.option("--public-base-url", envvar="FARM_PUBLISH_PUBLIC_BASE_URL",
+                     help="Base URL clients download from, e.g. a CDN "
+                     "(env FARM_PUBLISH_PUBLIC_BASE_URL)."),
+        click.option("--force", is_flag=True,
+                     help="Replace a published archive whose sha256 differs (recorded)."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print every key it would write; write nothing."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.group(
@@ -211,9 +237,12 @@ def fetch(context: Context, versions: tuple[str, ...]) -> None:
 )
 @click.option("--keep-work", is_flag=True, help="Keep OUT/work/<cell> (the install tree).")
 @click.option("--quiet", "-q", is_flag=True, help="Show phases only; full output in the log.")
+@click.option("--publish", "then_publish", is_flag=True, help="Publish each cell once built.")
+@publish_options
 @pass_context
 def build(
     context: Context,
+    /,
     cells: tuple[str, ...],
     profile: str | None,
     jobs: int,
@@ -222,6 +251,8 @@ def build(
     extra_ca: Path | None,
     keep_work: bool,
     quiet: bool,
+    then_publish: bool,
+    **target: Any,
 ) -> None:
     """Build CELLS (ids or glob selectors) end to end.
 
@@ -260,6 +291,62 @@ def build(
             f"{result.archive.path}  {result.archive.size / 1e6:.1f} MB  "
             f"sha256 {result.archive.sha256}  ({result.seconds:.0f} s)"
         )
+        if then_publish:
+            _publish_cells(context, [cell], **dict(target))
+
+
+@cli.command()
+@click.argument("cells", nargs=-1)
+@publish_options
+@pass_context
+def publish(context: Context, /, cells: tuple[str, ...], **target: Any) -> None:
+    """Publish built artifacts of CELLS (ids or globs; default: every built cell).
+
+    \b
+    Keys: {prefix}python-{version}-{distro}-{distro_version}-{arch}.tar.zst, with .sha256
+    and .json beside it; then {prefix}manifest.json and, per stack and arch,
+    {prefix}{stack}/{arch}/download-metadata.json (uv's format).
+
+    Archives are immutable: an existing key is never overwritten (conditional PUT);
+    republishing the same archive is a no-op; a different one needs --force. Objects are
+    read back before the manifests reference them; manifests are updated last, with
+    If-Match, so concurrent publishers never lose an entry. Without a bucket (flag, env or
+    matrix.yaml `publish.bucket`), publishes to the local store OUT/publish.
+    """
+    artifacts = context.layout.artifacts
+    # Globs take the cells that are built; a cell named exactly must be built.
+    selected = [
+        cell
+        for cell in context.matrix.select(cells)
+        if (artifacts / cell.archive_name).is_file() or cell.id in cells
+    ]
+    if not selected:
+        raise FarmError(
+            f"nothing to publish: no built archive in {artifacts} matches",
+            hint="build first: `orchestrator build CELL`",
+        )
+    _publish_cells(context, selected, **target)
+
+
+def _publish_cells(context: Context, cells: list[Cell], **target: Any) -> None:
+    from orchestrator.publish import Publisher, load_artifact
+    from orchestrator.target import open_store, resolve_target
+
+    force = bool(target.pop("force"))
+    dry_run = bool(target.pop("dry_run"))
+    resolved = resolve_target(
+        context.matrix.model.publish,
+        root=context.matrix.root,
+        out_dir=context.layout.out_dir,
+        **target,
+    )
+    _say(f"publishing to {resolved.describe()}")
+    store = open_store(resolved, on_retry=lambda line: _say(f"retry: {line}"))
+    publisher = Publisher(store, prefix=resolved.prefix, progress=_say)
+    for cell in cells:
+        artifact = load_artifact(context.layout.artifacts, cell.archive_name)
+        outcome = publisher.publish(artifact, force=force, dry_run=dry_run)
+        click.echo(f"{outcome.action:<9} {outcome.url}")
 
 
 build.help = (build.help or "") + f" ({DEFAULT_CELL}).\n"

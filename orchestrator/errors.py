@@ -67,7 +67,19 @@ class PackagingError(FarmError):
     exit_code = 8
 
 
+class VerificationError(FarmError):
+    """A packed runtime failed verification (or could not be verified); nothing is published."""
+
+    exit_code = 9
+
+
 class Interrupted(FarmError):
     """The run was cancelled (Ctrl-C / SIGTERM); containers were removed."""
 
     exit_code = 130
+
+
+class PublishError(FarmError):
+    """Publishing to the object store failed or was refused; manifests were left unchanged."""
+
+    exit_code = 10

@@ -144,6 +144,21 @@ class SourceSettings(_Strict):
         return mirrors
 
 
+class PublishSettings(_Strict):
+    """Where runtimes are published. CLI flags and FARM_PUBLISH_* variables override these;
+    credentials never live here (boto3's standard chain provides them)."""
+
+    bucket: str | None = None
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    public_base_url: str | None = None
+    local_dir: Path | None = Field(
+        default=None,
+        description="store used when no bucket is configured; default OUT/publish",
+    )
+
+
 class PythonSource(_Strict):
     version: str
     sha256: Sha256
@@ -240,6 +255,7 @@ class MatrixModel(_Strict):
     arches: list[Arch] = Field(min_length=1)
     excludes: list[Exclude] = Field(default_factory=list)
     expected_modules: list[PackageEntry] = Field(min_length=1)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

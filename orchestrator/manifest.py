@@ -1,0 +1,93 @@
+"""The two manifest formats: the farm's index of everything, and uv's download metadata.
+
+Both are pure functions from (current document, new entry) to the next document, so the
+publisher can re-read, merge and retry on a lost race (optimistic concurrency).
+docs/MANIFESTS.md documents both formats with examples.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MANIFEST_FORMAT = 1
+MANIFEST_NAME = "manifest.json"
+UV_METADATA_NAME = "download-metadata.json"
+# uv's spelling of each arch (its keys look like cpython-3.13.5-linux-x86_64-gnu).
+UV_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def normalize_prefix(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/" if prefix else ""
+
+
+def manifest_key(prefix: str) -> str:
+    return f"{normalize_prefix(prefix)}{MANIFEST_NAME}"
+
+
+def uv_metadata_key(prefix: str, stack: str, arch: str) -> str:
+    return f"{normalize_prefix(prefix)}{stack}/{arch}/{UV_METADATA_NAME}"
+
+
+def manifest_entry(
+    record: dict[str, Any], *, url: str, metadata_url: str, published_at: str
+) -> dict[str, Any]:
+    return {
+        "name": record["name"],
+        "version": record["version"],
+        "stack": record["stack"],
+        "distro": record["distro"],
+        "distro_version": record["distro_version"],
+        "arch": record["arch"],
+        "profile": record["profile"],
+        "url": url,
+        "metadata_url": metadata_url,
+        "sha256": record["sha256"],
+        "size": record["size"],
+        "fingerprint": record.get("fingerprint"),
+        "published_at": published_at,
+    }
+
+
+def merge_manifest(current: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
+    """Insert or replace `entry` (by archive name); entries stay sorted for stable diffs."""
+    runtimes = {r["name"]: r for r in (current or {}).get("runtimes", [])}
+    runtimes[entry["name"]] = entry
+    ordered = sorted(runtimes.values(), key=lambda r: (r["stack"], r["arch"], r["name"]))
+    return {"format": MANIFEST_FORMAT, "runtimes": ordered}
+
+
+def uv_key(record: dict[str, Any]) -> str:
+    version = record["version"]
+    return f"cpython-{version}-linux-{UV_ARCH[record['arch']]}-gnu"
+
+
+def uv_entry(record: dict[str, Any], *, url: str) -> dict[str, Any]:
+    return {
+        "name": "cpython",
+        "arch": {"family": UV_ARCH[record["arch"]], "variant": None},
+        "os": "linux",
+        "libc": "gnu",
+        "major": record["major"],
+        "minor": record["minor"],
+        "patch": record["patch"],
+        "prerelease": record.get("prerelease", ""),
+        "url": url,
+        "sha256": record["sha256"],
+        "variant": None,
+        # uv shows this as the build tag; the fingerprint names the exact inputs.
+        "build": (record.get("fingerprint") or record["sha256"])[:12],
+    }
+
+
+def merge_uv_metadata(
+    current: dict[str, Any] | None, key: str, entry: dict[str, Any]
+) -> dict[str, Any]:
+    merged = dict(current or {})
+    merged[key] = entry
+    return dict(sorted(merged.items()))
+
+
+def dumps(document: dict[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=False) + "\n").encode()

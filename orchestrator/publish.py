@@ -1,0 +1,271 @@
+"""Publish built artifacts immutably: archive, then sidecars, then manifests, in that order.
+
+Per cell:
+1. check the local artifact set is complete and consistent (archive, .sha256, .json agree);
+2. upload the archive create-only; if the key exists, an identical archive (same sha256) is
+   a no-op and a different one is an error unless `force` (then it is replaced with If-Match
+   on the ETag we saw, and the replacement is recorded in the published .json);
+3. upload `.sha256` and `.json` the same way;
+4. read all three back (size and sha256) before anything references them;
+5. merge the entry into manifest.json, then into the stack/arch's uv download-metadata.json,
+   each with If-Match on the ETag read (create-only when absent), re-reading on conflict.
+A failure at any step raises PublishError before the manifests are touched, so a manifest
+never references a missing or partial object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator.archive import sha256_of
+from orchestrator.errors import PublishError
+from orchestrator.manifest import (
+    dumps,
+    manifest_entry,
+    manifest_key,
+    merge_manifest,
+    merge_uv_metadata,
+    normalize_prefix,
+    uv_entry,
+    uv_key,
+    uv_metadata_key,
+)
+from orchestrator.store import ObjectExists, ObjectStore, PreconditionFailed, StoredObject
+
+Action = Literal["uploaded", "unchanged", "replaced", "dry-run"]
+Progress = Callable[[str], None]
+CONTENT_TYPES = {
+    ".tar.zst": "application/zstd",
+    ".sha256": "text/plain; charset=utf-8",
+    ".json": "application/json",
+}
+MAX_MANIFEST_ATTEMPTS = 30
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalArtifact:
+    """One cell's files in OUT/artifacts, checked to agree with each other."""
+
+    archive: Path
+    sha256_file: Path
+    metadata_file: Path
+    record: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        return str(self.record["sha256"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishOutcome:
+    name: str
+    action: Action
+    url: str
+    keys: list[str] = field(default_factory=list)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_artifact(artifacts_dir: Path, archive_name: str) -> LocalArtifact:
+    archive = artifacts_dir / archive_name
+    stem = archive_name.removesuffix(".tar.zst")
+    sha256_file = artifacts_dir / f"{archive_name}.sha256"
+    metadata_file = artifacts_dir / f"{stem}.json"
+    missing = [p.name for p in (archive, sha256_file, metadata_file) if not p.is_file()]
+    if missing:
+        raise PublishError(
+            f"{archive_name}: incomplete artifact in {artifacts_dir} "
+            f"(missing {', '.join(missing)})",
+            hint="build the cell first: `orchestrator build CELL`",
+        )
+    record = json.loads(metadata_file.read_text())
+    actual = sha256_of(archive)
+    recorded = sha256_file.read_text().split()[0] if sha256_file.read_text().strip() else ""
+    if not (actual == recorded == record.get("sha256")) or archive.stat().st_size != record.get(
+        "size"
+    ):
+        raise PublishError(
+            f"{archive_name}: archive, .sha256 and .json disagree (archive sha256 {actual})",
+            hint="rebuild the cell; nothing was published",
+        )
+    if record.get("verification", {}).get("ok") is False:
+        raise PublishError(
+            f"{archive_name}: its verification failed; refusing to publish",
+            hint="see the cell's log and `orchestrator verify`",
+        )
+    return LocalArtifact(
+        archive=archive, sha256_file=sha256_file, metadata_file=metadata_file, record=record
+    )
+
+
+class Publisher:
+    def __init__(self, store: ObjectStore, *, prefix: str = "", progress: Progress) -> None:
+        self.store = store
+        self.prefix = normalize_prefix(prefix)
+        self.progress = progress
+
+    def keys_for(self, artifact: LocalArtifact) -> list[str]:
+        record = artifact.record
+        return [
+            self.prefix + artifact.archive.name,
+            self.prefix + artifact.sha256_file.name,
+            self.prefix + artifact.metadata_file.name,
+            manifest_key(self.prefix),
+            uv_metadata_key(self.prefix, record["stack"], record["arch"]),
+        ]
+
+    def publish(
+        self, artifact: LocalArtifact, *, force: bool = False, dry_run: bool = False
+    ) -> PublishOutcome:
+        archive_key, sha_key, json_key, *_ = keys = self.keys_for(artifact)
+        url = self.store.public_url(archive_key)
+        if dry_run:
+            for key in keys:
+                self.progress(f"would write {self.store.describe(key)}")
+            return PublishOutcome(name=artifact.archive.name, action="dry-run", url=url, keys=keys)
+
+        action, replaced = self._put_archive(archive_key, artifact, force=force)
+        published_at = utc_now()
+        sha_body = artifact.sha256_file.read_bytes()
+        self._put_sidecar(sha_key, sha_body, overwrite=action == "replaced")
+        published_record = {
+            **artifact.record,
+            "published": {"url": url, "key": archive_key, "published_at": published_at},
+        }
+        if replaced is not None:
+            published_record["published"]["replaced"] = replaced
+        self._put_sidecar(json_key, dumps(published_record), overwrite=action == "replaced")
+
+        # Read-back before any manifest may point at these objects.
+        self.store.verify(archive_key, artifact.archive, sha256=artifact.sha256)
+        self.store.verify(sha_key, sha_body, sha256=_sha(sha_body))
+        self.progress(f"verified {self.store.describe(archive_key)} by read-back")
+
+        entry = manifest_entry(
+            artifact.record,
+            url=url,
+            metadata_url=self.store.public_url(json_key),
+            published_at=published_at,
+        )
+        self._update_json(
+            manifest_key(self.prefix),
+            lambda current: _keep_published_at(current, entry, unchanged=action == "unchanged"),
+        )
+        self._update_json(
+            uv_metadata_key(self.prefix, artifact.record["stack"], artifact.record["arch"]),
+            lambda current: merge_uv_metadata(
+                current, uv_key(artifact.record), uv_entry(artifact.record, url=url)
+            ),
+        )
+        return PublishOutcome(name=artifact.archive.name, action=action, url=url, keys=keys)
+
+    def _put_archive(
+        self, key: str, artifact: LocalArtifact, *, force: bool
+    ) -> tuple[Action, dict[str, str] | None]:
+        content_type = CONTENT_TYPES[".tar.zst"]
+        try:
+            self.store.put(
+                key, artifact.archive, sha256=artifact.sha256, content_type=content_type,
+                create_only=True,
+            )  # fmt: skip
+            self.progress(f"uploaded {self.store.describe(key)}")
+            return "uploaded", None
+        except ObjectExists:
+            pass
+        existing = self._head_existing(key)
+        if existing.sha256 == artifact.sha256:
+            self.progress(f"{self.store.describe(key)} already published (same sha256)")
+            return "unchanged", None
+        if not force:
+            raise PublishError(
+                f"{self.store.describe(key)} exists with sha256 {existing.sha256}, "
+                f"the local archive is {artifact.sha256}",
+                hint="published runtimes are immutable; use --force to replace it",
+            )
+        try:
+            self.store.put(
+                key, artifact.archive, sha256=artifact.sha256, content_type=content_type,
+                if_match=existing.etag,
+            )  # fmt: skip
+        except PreconditionFailed:
+            raise PublishError(
+                f"{self.store.describe(key)} changed while it was being replaced",
+                hint="another publisher is writing it; run again",
+            ) from None
+        self.progress(f"replaced {self.store.describe(key)} (--force)")
+        return "replaced", {"sha256": existing.sha256 or "", "replaced_at": utc_now()}
+
+    def _head_existing(self, key: str) -> StoredObject:
+        existing = self.store.head(key)
+        if existing is None:  # deleted between our PUT and HEAD: report, don't guess
+            raise PublishError(f"{self.store.describe(key)} vanished during publish; run again")
+        return existing
+
+    def _put_sidecar(self, key: str, body: bytes, *, overwrite: bool) -> None:
+        sha = _sha(body)
+        content_type = CONTENT_TYPES[".json" if key.endswith(".json") else ".sha256"]
+        try:
+            self.store.put(key, body, sha256=sha, content_type=content_type, create_only=True)
+            return
+        except ObjectExists:
+            pass
+        existing = self._head_existing(key)
+        if not overwrite:
+            # The archive is the published one; its sidecars from that publish stay.
+            return
+        if existing.sha256 != sha:
+            self.store.put(key, body, sha256=sha, content_type=content_type,
+                           if_match=existing.etag)  # fmt: skip
+
+    def _update_json(
+        self, key: str, merge: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> None:
+        """Read, merge, write with If-Match (create-only when absent); on a lost race,
+        re-read and merge again, so concurrent publishers never drop each other's entries."""
+        for attempt in range(1, MAX_MANIFEST_ATTEMPTS + 1):
+            found = self.store.get(key)
+            current = json.loads(found[0]) if found else None
+            updated = merge(current)
+            if updated == current:
+                return
+            body = dumps(updated)
+            try:
+                self.store.put(
+                    key, body, sha256=_sha(body), content_type=CONTENT_TYPES[".json"],
+                    if_match=found[1] if found else None, create_only=found is None,
+                )  # fmt: skip
+                self.progress(f"updated {self.store.describe(key)}")
+                return
+            except (PreconditionFailed, ObjectExists):
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+        raise PublishError(
+            f"{self.store.describe(key)}: gave up after {MAX_MANIFEST_ATTEMPTS} conflicting "
+            "concurrent updates",
+            hint="the runtimes are uploaded; run publish again to add them to the manifest",
+        )
+
+
+def _keep_published_at(
+    current: dict[str, Any] | None, entry: dict[str, Any], *, unchanged: bool
+) -> dict[str, Any]:
+    """An unchanged re-publish keeps the entry's original published_at (a true no-op)."""
+    if unchanged and current:
+        for existing in current.get("runtimes", []):
+            if existing.get("name") == entry["name"] and existing.get("sha256") == entry["sha256"]:
+                entry = {**entry, "published_at": existing.get("published_at")}
+    return merge_manifest(current, entry)
+
+
+def _sha(body: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(body).hexdigest()

@@ -1,0 +1,372 @@
+"""S3 implementation of ObjectStore (boto3), with the guarantees publishing needs.
+
+- Create-only and compare-and-swap writes: PutObject / CompleteMultipartUpload with
+  If-None-Match: * or If-Match: ETAG, so two publishers can race without losing anything.
+- Integrity: every PUT carries a SHA-256 checksum that S3 verifies on receipt (per part for
+  multipart uploads); the hex sha256 is also stored as object metadata for read-back.
+- Large files go multipart with boto3's TransferConfig sizes. s3transfer cannot send
+  If-None-Match, so the parts are driven here: bounded memory (one chunk per worker), and
+  the upload is aborted on any failure so no partial object ever appears.
+- Retries with tenacity (exponential backoff with jitter) on throttling, 5xx, timeouts and
+  connection resets; botocore's own retries are off so that this is the one policy. Other
+  4xx (AccessDenied, NoSuchBucket...) fail at once with one line naming bucket and key.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from orchestrator.errors import PublishError
+from orchestrator.store import ObjectExists, PreconditionFailed, StoredObject, sha256_hex
+
+T = TypeVar("T")
+
+RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "ConditionalRequestConflict",  # 409: a concurrent conditional write; try again
+    }
+)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return error.get("Code") in RETRYABLE_CODES or status >= 500
+    # Connection refused/reset, read/connect timeouts, truncated responses.
+    return isinstance(
+        exc,
+        botocore.exceptions.ConnectionError
+        | botocore.exceptions.HTTPClientError
+        | botocore.exceptions.ResponseStreamingError,
+    )
+
+
+class S3Store:
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        public_base_url: str | None = None,
+        transfer: TransferConfig | None = None,
+        attempts: int = 6,
+        max_wait: float = 10.0,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.public_base_url = public_base_url
+        self.transfer = transfer or TransferConfig()
+        self.attempts = attempts
+        self.max_wait = max_wait
+        self.on_retry = on_retry
+        config = botocore.config.Config(
+            retries={"total_max_attempts": 1},
+            connect_timeout=10,
+            read_timeout=60,
+            s3={"addressing_style": "path"} if endpoint_url else None,
+            max_pool_connections=max(10, self.transfer.max_request_concurrency + 2),
+        )
+        self.client: Any = boto3.session.Session().client(
+            "s3", region_name=region, endpoint_url=endpoint_url, config=config
+        )
+
+    # --- locations -------------------------------------------------------------------------
+
+    def describe(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def public_url(self, key: str) -> str:
+        quoted = quote(key)
+        if self.public_base_url:
+            return f"{self.public_base_url.rstrip('/')}/{quoted}"
+        if self.endpoint_url:
+            return f"{self.endpoint_url.rstrip('/')}/{self.bucket}/{quoted}"
+        region = self.region or "us-east-1"
+        return f"https://{self.bucket}.s3.{region}.amazonaws.com/{quoted}"
+
+    # --- calls with one retry policy -------------------------------------------------------
+
+    def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            if self.on_retry and state.outcome is not None:
+                exc = state.outcome.exception()
+                self.on_retry(
+                    f"{operation} {self.describe(key)}: {_reason(exc)}; "
+                    f"retry {state.attempt_number}/{self.attempts - 1}"
+                )
+
+        retrying = Retrying(
+            retry=retry_if_exception(is_retryable),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=self.max_wait),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except botocore.exceptions.ClientError as exc:
+            raise self._translate(exc, operation, key) from None
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise PublishError(
+                f"{operation} {self.describe(key)} failed: {_reason(exc)}",
+                hint=f"check the endpoint URL and network; retried {self.attempts} times",
+            ) from None
+
+    def _translate(
+        self, exc: botocore.exceptions.ClientError, operation: str, key: str
+    ) -> PublishError:
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        where = self.describe(key)
+        if code == "PreconditionFailed" or status == 412:
+            return PreconditionFailed(f"{operation} {where}: precondition failed")
+        hints = {
+            "AccessDenied": "check the credentials (boto3's standard chain) and bucket policy",
+            "InvalidAccessKeyId": "check the credentials (boto3's standard chain)",
+            "SignatureDoesNotMatch": "check the secret key and the region",
+            "NoSuchBucket": "create the bucket or fix --bucket / publish.bucket",
+        }
+        return PublishError(
+            f"{operation} {where} refused: {code or status} "
+            f"({exc.response.get('Error', {}).get('Message', '')})".replace(" ()", ""),
+            hint=hints.get(code, "not retried: a client error does not go away by itself"),
+        )
+
+    # --- ObjectStore -----------------------------------------------------------------------
+
+    def head(self, key: str) -> StoredObject | None:
+        def call() -> dict[str, Any] | None:
+            try:
+                result: dict[str, Any] = self.client.head_object(
+                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                )
+                return result
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                    return None
+                raise
+
+        found = self._call("HeadObject", key, call)
+        if found is None:
+            return None
+        metadata = found.get("Metadata", {})
+        return StoredObject(
+            key=key,
+            size=int(found["ContentLength"]),
+            etag=found["ETag"],
+            sha256=metadata.get("sha256"),
+            metadata={**metadata, "checksum-sha256": found.get("ChecksumSHA256", "")},
+        )
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        def call() -> tuple[bytes, str] | None:
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                    return None
+                raise
+            return response["Body"].read(), response["ETag"]
+
+        return self._call("GetObject", key, call)
+
+    def put(
+        self,
+        key: str,
+        source: Path | bytes,
+        *,
+        sha256: str,
+        content_type: str,
+        if_match: str | None = None,
+        create_only: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        conditions: dict[str, str] = {}
+        if create_only:
+            conditions["IfNoneMatch"] = "*"
+        if if_match is not None:
+            conditions["IfMatch"] = if_match
+        meta = {**(metadata or {}), "sha256": sha256}
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        try:
+            if isinstance(source, Path) and size >= self.transfer.multipart_threshold:
+                etag = self._multipart(key, source, content_type, meta, conditions)
+            else:
+                etag = self._single(key, source, sha256, content_type, meta, conditions)
+        except PreconditionFailed:
+            if create_only:
+                raise ObjectExists(f"{self.describe(key)} already exists") from None
+            raise
+        return StoredObject(key=key, size=size, etag=etag, sha256=sha256, metadata=meta)
+
+    def expected_checksum(self, source: Path | bytes) -> str:
+        """The ChecksumSHA256 S3 reports for `source` as we upload it: the object's sha256
+        for a single PUT, sha256-of-part-sha256s with a -N suffix for multipart."""
+        if isinstance(source, bytes) or source.stat().st_size < self.transfer.multipart_threshold:
+            data = source if isinstance(source, bytes) else source.read_bytes()
+            return _b64(hashlib.sha256(data).digest())
+        chunk = self.transfer.multipart_chunksize
+        digests = []
+        with source.open("rb") as handle:
+            while data := handle.read(chunk):
+                digests.append(hashlib.sha256(data).digest())
+        return f"{_b64(hashlib.sha256(b''.join(digests)).digest())}-{len(digests)}"
+
+    def verify(self, key: str, source: Path | bytes, *, sha256: str) -> StoredObject:
+        found = self.head(key)
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        if found is None:
+            raise PublishError(f"read-back: {self.describe(key)} is missing after upload")
+        problems = []
+        if found.size != size:
+            problems.append(f"size {found.size} != {size}")
+        if found.sha256 != sha256:
+            problems.append(f"recorded sha256 {found.sha256} != {sha256}")
+        reported = found.metadata.get("checksum-sha256", "")
+        # S3 computed this itself on receipt; an empty value means the server keeps none.
+        if reported and reported != self.expected_checksum(source):
+            problems.append(f"S3 checksum {reported} != {self.expected_checksum(source)}")
+        if problems:
+            raise PublishError(f"read-back: {self.describe(key)}: {'; '.join(problems)}")
+        return found
+
+    def _single(
+        self,
+        key: str,
+        source: Path | bytes,
+        sha256: str,
+        content_type: str,
+        metadata: dict[str, str],
+        conditions: dict[str, str],
+    ) -> str:
+        checksum = _b64(bytes.fromhex(sha256))
+
+        def call() -> str:
+            body = source if isinstance(source, bytes) else source.read_bytes()
+            response = self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+                Metadata=metadata,
+                **conditions,
+            )
+            return str(response["ETag"])
+
+        return self._call("PutObject", key, call)
+
+    def _multipart(
+        self,
+        key: str,
+        path: Path,
+        content_type: str,
+        metadata: dict[str, str],
+        conditions: dict[str, str],
+    ) -> str:
+        created = self._call(
+            "CreateMultipartUpload",
+            key,
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                ContentType=content_type,
+                ChecksumAlgorithm="SHA256",
+                Metadata=metadata,
+            ),
+        )
+        upload_id = created["UploadId"]
+        chunk = self.transfer.multipart_chunksize
+        size = path.stat().st_size
+        numbers = list(range(1, (size + chunk - 1) // chunk + 1))
+
+        def upload_part(number: int) -> dict[str, Any]:
+            with path.open("rb") as handle:
+                handle.seek((number - 1) * chunk)
+                data = handle.read(chunk)
+            digest = _b64(hashlib.sha256(data).digest())
+            response = self._call(
+                f"UploadPart {number}",
+                key,
+                lambda: self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=data,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=digest,
+                ),
+            )
+            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": digest}
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.transfer.max_request_concurrency) as pool:
+                parts = list(pool.map(upload_part, numbers))
+            completed = self._call(
+                "CompleteMultipartUpload",
+                key,
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    **conditions,
+                ),
+            )
+        except BaseException:
+            # Nothing half-published: drop the parts (best effort, the error that got us
+            # here is the one to report).
+            with contextlib.suppress(
+                botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
+            ):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return str(completed["ETag"])
+
+
+def _reason(exc: BaseException | None) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        return f"{error.get('Code') or status} {error.get('Message', '')}".strip()
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["S3Store", "is_retryable", "sha256_hex"]

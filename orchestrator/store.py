@@ -1,0 +1,212 @@
+"""The object-store interface publishing talks to, and the local directory implementation.
+
+Two implementations share it: S3 (orchestrator/s3store.py) and a directory on disk (below),
+the local default when no bucket is configured. Both give the guarantees publishing relies
+on: create-only writes (If-None-Match: *), compare-and-swap on an ETag (If-Match), and a
+HEAD that reports size and sha256.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote
+
+from orchestrator.errors import PublishError
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredObject:
+    key: str
+    size: int
+    etag: str
+    sha256: str | None  # hex, as recorded at upload (object metadata "sha256")
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class ObjectExists(PublishError):
+    """A create-only write found the key already there."""
+
+
+class PreconditionFailed(PublishError):
+    """An If-Match write found a different ETag: someone else wrote first."""
+
+
+class ObjectStore(Protocol):
+    def describe(self, key: str = "") -> str:
+        """Human-readable location, e.g. s3://bucket/key, for messages."""
+        ...
+
+    def public_url(self, key: str) -> str: ...
+
+    def head(self, key: str) -> StoredObject | None: ...
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        """(body, etag), or None when the key does not exist."""
+        ...
+
+    def put(
+        self,
+        key: str,
+        source: Path | bytes,
+        *,
+        sha256: str,
+        content_type: str,
+        if_match: str | None = None,
+        create_only: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write `source`. create_only: fail with ObjectExists if the key exists.
+        if_match: fail with PreconditionFailed unless the current ETag equals it."""
+        ...
+
+    def verify(self, key: str, source: Path | bytes, *, sha256: str) -> StoredObject:
+        """Read back what the store holds at `key`; PublishError unless it is `source`."""
+        ...
+
+
+def sha256_hex(source: Path | bytes) -> str:
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    digest = hashlib.sha256()
+    with source.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class DirectoryStore:
+    """Objects as files under `root`, with S3's conditional-write semantics.
+
+    A lock file serialises check-and-write across processes on this machine; every write
+    goes to a temp file and is renamed into place, so a reader never sees half an object.
+    ETags are the sha256 of the content; per-object metadata sits in root/.farm-meta/.
+    """
+
+    def __init__(self, root: Path, *, public_base_url: str | None = None) -> None:
+        self.root = root.resolve()
+        self.public_base_url = public_base_url
+
+    def describe(self, key: str = "") -> str:
+        return f"{self.root}/{key}" if key else str(self.root)
+
+    def public_url(self, key: str) -> str:
+        if self.public_base_url:
+            return f"{self.public_base_url.rstrip('/')}/{quote(key)}"
+        return (self.root / key).as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or key.startswith(".farm-meta"):
+            raise PublishError(f"invalid key {key!r}")
+        return path
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / ".farm-meta" / f"{key}.json"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".farm-lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def head(self, key: str) -> StoredObject | None:
+        path = self._path(key)
+        meta_path = self._meta_path(key)
+        if not path.is_file() or not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text())
+        return StoredObject(
+            key=key,
+            size=path.stat().st_size,
+            etag=meta["etag"],
+            sha256=meta.get("sha256"),
+            metadata=meta.get("metadata", {}),
+        )
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        with self._locked():
+            found = self.head(key)
+            if found is None:
+                return None
+            return self._path(key).read_bytes(), found.etag
+
+    def put(
+        self,
+        key: str,
+        source: Path | bytes,
+        *,
+        sha256: str,
+        content_type: str,
+        if_match: str | None = None,
+        create_only: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        path = self._path(key)
+        actual = sha256_hex(source)
+        if actual != sha256:
+            # Same promise S3 gives with a SHA-256 checksum: corrupt input is refused.
+            raise PublishError(f"{self.describe(key)}: content sha256 {actual} != {sha256}")
+        with self._locked():
+            current = self.head(key)
+            if create_only and current is not None:
+                raise ObjectExists(f"{self.describe(key)} already exists")
+            if if_match is not None and (current is None or current.etag != if_match):
+                raise PreconditionFailed(f"{self.describe(key)} changed since it was read")
+            self._write(path, source)
+            record = {
+                "etag": actual,
+                "sha256": actual,
+                "content_type": content_type,
+                "metadata": dict(metadata or {}),
+            }
+            self._write(self._meta_path(key), json.dumps(record).encode())
+        return StoredObject(
+            key=key, size=path.stat().st_size, etag=actual, sha256=actual,
+            metadata=dict(metadata or {}),
+        )  # fmt: skip
+
+    def verify(self, key: str, source: Path | bytes, *, sha256: str) -> StoredObject:
+        found = self.head(key)
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        if found is None:
+            raise PublishError(f"read-back: {self.describe(key)} is missing after upload")
+        stored_sha256 = sha256_hex(self._path(key))  # a real read-back of the bytes
+        if found.size != size or stored_sha256 != sha256:
+            raise PublishError(
+                f"read-back: {self.describe(key)} holds {found.size} bytes sha256 "
+                f"{stored_sha256}, expected {size} bytes sha256 {sha256}"
+            )
+        return found
+
+    @staticmethod
+    def _write(path: Path, source: Path | bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(source, bytes):
+                    out.write(source)
+                else:
+                    with source.open("rb") as handle:
+                        while chunk := handle.read(1 << 20):
+                            out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,48 @@
+"""Fake-but-consistent artifact sets for publishing tests (the publisher never untars)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def make_artifact(
+    directory: Path,
+    *,
+    version: str = "3.13.5",
+    stack: str = "debian-12",
+    arch: str = "amd64",
+    content: bytes = b"runtime bytes",
+    size_bytes: int | None = None,
+) -> str:
+    """Write archive + .sha256 + .json for one cell into `directory`; return the name."""
+    distro, distro_version = stack.split("-", 1)
+    name = f"python-{version}-{distro}-{distro_version}-{arch}.tar.zst"
+    body = (
+        content if size_bytes is None else (content * (size_bytes // len(content) + 1))[:size_bytes]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
+    (directory / f"{name}.sha256").write_text(f"{digest}  {name}\n")
+    major, minor, patch = (int(p) for p in version.split("."))
+    record: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "major": major,
+        "minor": minor,
+        "patch": patch,
+        "prerelease": "",
+        "stack": stack,
+        "distro": distro,
+        "distro_version": distro_version,
+        "arch": arch,
+        "profile": "fast",
+        "sha256": digest,
+        "size": len(body),
+        "fingerprint": hashlib.sha256(name.encode() + body).hexdigest(),
+    }
+    (directory / name.replace(".tar.zst", ".json")).write_text(json.dumps(record))
+    return name
