@@ -14,15 +14,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from docker import DockerClient
 
 from orchestrator.archive import ArchiveInfo, pack_tree, write_sha256_file
-from orchestrator.buildspec import BuildSpec, build_spec, recipe_digest
-from orchestrator.cellbuild import Limits, run_build_container
+from orchestrator.buildspec import BuildSpec, build_spec, installed_recipe_digest
+from orchestrator.cellbuild import Limits, Transfer, run_build_container
 from orchestrator.errors import SourceError
 from orchestrator.fingerprint import fingerprint, fingerprint_inputs
-from orchestrator.images import BuiltImage, ensure_image, plan_image
+from orchestrator.images import BuiltImage, ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix
 from orchestrator.metadata import build_record, tree_sizes, write_json_atomic
@@ -38,6 +39,7 @@ class BuildOptions:
     keep_work: bool = False
     extra_ca: Path | None = None
     limits: Limits = field(default_factory=Limits)
+    transfer: Transfer = "auto"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +68,43 @@ def source_date_epoch(tarball: Path) -> int:
     return int(first.mtime)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PreparedCell:
+    """A cell with everything known before building: spec, builder image plan, fingerprint."""
+
+    cell: Cell
+    spec: BuildSpec
+    builder: ImagePlan
+    fingerprint: str
+    fingerprint_inputs: dict[str, Any]
+
+
+def prepare_cell(
+    matrix: Matrix,
+    cell: Cell,
+    *,
+    client: DockerClient,
+    options: BuildOptions,
+    builder: ImagePlan | None = None,
+) -> PreparedCell:
+    """Compute the fingerprint without starting anything (a nightly run skips on it)."""
+    spec = build_spec(matrix, cell, options.profile)
+    plan = builder or plan_image(
+        client, matrix, cell.stack_name, cell.arch, "builder", extra_ca=options.extra_ca
+    )
+    inputs = fingerprint_inputs(
+        spec,
+        recipe_version=matrix.model.recipe_version,
+        dockerfile_sha256=plan.dockerfile_sha256,
+        base_image_id=plan.base_image_id,
+        recipe_sha256=installed_recipe_digest(),
+    )
+    return PreparedCell(
+        cell=cell, spec=spec, builder=plan, fingerprint=fingerprint(inputs),
+        fingerprint_inputs=inputs,
+    )  # fmt: skip
+
+
 def build_cell(
     matrix: Matrix,
     cell: Cell,
@@ -75,9 +114,12 @@ def build_cell(
     options: BuildOptions,
     progress: Progress,
     echo: Progress | None = None,
+    prepared: PreparedCell | None = None,
+    docker_host: str | None = None,
 ) -> BuildResult:
     started = time.monotonic()
-    spec = build_spec(matrix, cell, options.profile)
+    prepared = prepared or prepare_cell(matrix, cell, client=client, options=options)
+    spec = prepared.spec
 
     # Source first: a missing pin or a bad hash stops the cell before any container starts.
     source = fetch_source(
@@ -86,9 +128,12 @@ def build_cell(
         cache_dir=matrix.source_cache,
         progress=progress,
     )
-    builder = _builder_image(
-        matrix, cell, client=client, layout=layout, options=options, progress=progress, echo=echo
+    log = layout.image_log(prepared.builder.tag.split(":", 1)[1])
+    progress(f"builder image {prepared.builder.tag}")
+    builder = ensure_image(
+        client, prepared.builder, log_path=log, echo=echo, docker_host=docker_host
     )
+    progress("builder image reused" if builder.reused else f"builder image built (log: {log})")
 
     work = layout.work(cell.id)
     if work.exists():
@@ -108,11 +153,11 @@ def build_cell(
         limits=options.limits,
         echo=echo,
         on_phase=lambda phase: progress(phase),
+        transfer=options.transfer,
     )
 
     result = _package(
-        matrix,
-        spec,
+        prepared,
         builder,
         source,
         prefix=prefix,
@@ -127,29 +172,8 @@ def build_cell(
     return result
 
 
-def _builder_image(
-    matrix: Matrix,
-    cell: Cell,
-    *,
-    client: DockerClient,
-    layout: Layout,
-    options: BuildOptions,
-    progress: Progress,
-    echo: Progress | None,
-) -> BuiltImage:
-    plan = plan_image(
-        client, matrix, cell.stack_name, cell.arch, "builder", extra_ca=options.extra_ca
-    )
-    log = layout.image_log(plan.tag.split(":", 1)[1])
-    progress(f"builder image {plan.tag}")
-    built = ensure_image(client, plan, log_path=log, echo=echo)
-    progress("builder image reused" if built.reused else f"builder image built (log: {log})")
-    return built
-
-
 def _package(
-    matrix: Matrix,
-    spec: BuildSpec,
+    prepared: PreparedCell,
     builder: BuiltImage,
     source: FetchedSource,
     *,
@@ -160,6 +184,7 @@ def _package(
     progress: Progress,
     started: float,
 ) -> BuildResult:
+    spec = prepared.spec
     cell = spec.cell
     dest = layout.artifacts / cell.archive_name
     metadata_path = dest.with_name(cell.archive_stem + ".json")
@@ -169,14 +194,6 @@ def _package(
     sizes = tree_sizes(prefix, cell.python.major_minor)
     archive = pack_tree(prefix, dest, source_date_epoch=source_date_epoch(source.path))
     sha256_path = write_sha256_file(archive)
-    inputs = fingerprint_inputs(
-        spec,
-        recipe_version=matrix.model.recipe_version,
-        dockerfile_sha256=builder.plan.dockerfile_sha256,
-        base_image_id=builder.plan.base_image_id,
-        recipe_sha256=recipe_digest(),
-    )
-    cell_fingerprint = fingerprint(inputs)
     record = build_record(
         spec=spec,
         archive=archive,
@@ -185,8 +202,8 @@ def _package(
         base_image_id=builder.plan.base_image_id,
         builder_image=builder.plan.tag,
         builder_image_id=builder.image_id,
-        fingerprint=cell_fingerprint,
-        fingerprint_inputs=inputs,
+        fingerprint=prepared.fingerprint,
+        fingerprint_inputs=prepared.fingerprint_inputs,
         build_seconds=build_seconds,
         built_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         sizes=sizes,
@@ -201,5 +218,5 @@ def _package(
         metadata_path=metadata_path,
         log_path=log_path,
         seconds=time.monotonic() - started,
-        fingerprint=cell_fingerprint,
+        fingerprint=prepared.fingerprint,
     )

@@ -6,6 +6,7 @@ recorded in the metadata and hashed into the cell's fingerprint.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +93,9 @@ def recipe_digest(directory: Path = RECIPE_DIR) -> str:
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+@functools.cache
+def installed_recipe_digest() -> str:
+    """recipe_digest() of this installation's recipe, computed once per process."""
+    return recipe_digest(RECIPE_DIR)

@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import socket
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import docker.errors
 from docker import DockerClient
@@ -40,6 +44,14 @@ class Limits:
 
     cpus: float | None = None
     memory_bytes: int | None = None
+
+
+Transfer = Literal["auto", "bind", "copy"]
+
+
+def is_local_engine(client: DockerClient) -> bool:
+    """True when the engine shares this machine's filesystem (a unix socket)."""
+    return str(client.api.base_url).startswith("http+docker://local")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,9 +85,13 @@ def run_build_container(
     limits: Limits | None = None,
     echo: Callable[[str], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    transfer: Transfer = "auto",
 ) -> CellRun:
+    """Bind mounts when the engine is local; otherwise (e.g. ssh://arm64-builder) the inputs
+    are copied into the container and the install tree out of it through the API."""
     cell = spec.cell
     limits = limits or Limits()
+    copy = transfer == "copy" or (transfer == "auto" and not is_local_engine(client))
     source_in_container = f"/farm/source/{source.name}"
     spec.write_spec_files(spec_dir)
     prefix_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +110,9 @@ def run_build_container(
                 name=f"python-farm-{cell.id}-{secrets.token_hex(3)}",
                 labels={CELL_LABEL: cell.id, ROLE_LABEL: "build", OWNER_LABEL: owner()},
                 environment=spec.container_environment(source_path=source_in_container, jobs=jobs),
-                volumes={
+                volumes=None
+                if copy
+                else {
                     str(source.resolve()): {"bind": source_in_container, "mode": "ro"},
                     str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
                     str(spec_dir.resolve()): {"bind": "/farm/spec", "mode": "ro"},
@@ -109,6 +127,9 @@ def run_build_container(
                 platform=cell.arch.docker_platform,
                 detach=True,
             )
+            if copy:
+                phase = "copy inputs in"
+                _copy_in(container, source=source, spec_dir=spec_dir, scratch=log_path.parent)
             phase = "start"
             container.start()
             for line in _lines(container.logs(stream=True, follow=True)):
@@ -124,6 +145,9 @@ def run_build_container(
                     echo(line)
             status = container.wait()
             code = int(status.get("StatusCode", -1))
+            if copy and code == 0:
+                phase = "copy install tree out"
+                _copy_out(container, prefix_dir)
         except docker.errors.APIError as exc:
             raise DockerError(
                 f"the engine refused cell {cell.id} during {phase}: {exc.explanation or exc}",
@@ -147,6 +171,45 @@ def run_build_container(
             hint=f"full log: {log_path}",
         )
     return CellRun(seconds=seconds, last_phase=phase)
+
+
+def _copy_in(container: Container, *, source: Path, spec_dir: Path, scratch: Path) -> None:
+    """One tar with /farm/{source,recipe,spec} and an empty prefix the build user owns."""
+    uid, gid = os.getuid(), os.getgid()
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+        return info
+
+    with tempfile.TemporaryFile(dir=scratch) as bundle:
+        with tarfile.open(fileobj=bundle, mode="w") as tar:
+            tar.add(source, arcname=f"farm/source/{source.name}", filter=owned)
+            tar.add(RECIPE_DIR, arcname="farm/recipe", filter=owned)
+            tar.add(spec_dir, arcname="farm/spec", filter=owned)
+            prefix = tarfile.TarInfo(INSTALL_PREFIX.lstrip("/"))
+            prefix.type, prefix.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(owned(prefix))
+        bundle.seek(0)
+        if not container.put_archive("/", bundle):
+            raise DockerError(f"the engine did not accept the inputs for {container.name}")
+
+
+def _copy_out(container: Container, prefix_dir: Path) -> None:
+    """Stream the install tree out (to a temp file, never whole in memory) and unpack it."""
+    stream, _ = container.get_archive(INSTALL_PREFIX)
+    staging = prefix_dir.parent / ".copy-out"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with tempfile.TemporaryFile(dir=prefix_dir.parent) as bundle:
+        for chunk in stream:
+            bundle.write(chunk)
+        bundle.seek(0)
+        with tarfile.open(fileobj=bundle, mode="r") as tar:
+            tar.extractall(staging, filter="tar")
+    top = staging / Path(INSTALL_PREFIX).name
+    prefix_dir.rmdir()  # created empty above; replaced by the tree that came out
+    top.rename(prefix_dir)
+    shutil.rmtree(staging)
 
 
 def _remove(container: Container) -> None:

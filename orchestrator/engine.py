@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping, Sequence
+
 import docker
 import docker.errors
 from docker import DockerClient
 
-from orchestrator.errors import DockerError
+from orchestrator.errors import ConfigError, DockerError
+from orchestrator.matrix import Arch
 
 
 def connect(base_url: str | None = None, *, timeout: int = 120) -> DockerClient:
@@ -30,3 +34,41 @@ def connect(base_url: str | None = None, *, timeout: int = 120) -> DockerClient:
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class EnginePool:
+    """One client per Docker endpoint; each arch maps to an endpoint (default: the local one).
+
+    Mapping arm64 to a native arm64 host (`ssh://arm64-builder`) compiles there at full
+    speed; without a mapping arm64 cells run on the default engine under qemu emulation.
+    """
+
+    def __init__(self, endpoints: Mapping[Arch, str] | None = None) -> None:
+        self.endpoints = dict(endpoints or {})
+        self._clients: dict[str | None, DockerClient] = {}
+        self._lock = threading.Lock()
+
+    def url(self, arch: Arch) -> str | None:
+        return self.endpoints.get(arch)
+
+    def client(self, arch: Arch) -> DockerClient:
+        url = self.url(arch)
+        with self._lock:
+            if url not in self._clients:
+                self._clients[url] = connect(url)
+            return self._clients[url]
+
+
+def parse_engine_options(values: Sequence[str]) -> dict[Arch, str]:
+    """`--engine arm64=ssh://host` values -> {Arch.ARM64: 'ssh://host'}."""
+    result: dict[Arch, str] = {}
+    for value in values:
+        arch, sep, url = value.partition("=")
+        if not sep or not url or arch not in {a.value for a in Arch}:
+            raise ConfigError(
+                f"--engine {value!r}: expected ARCH=URL with ARCH one of "
+                f"{', '.join(a.value for a in Arch)}",
+                hint="e.g. --engine arm64=ssh://arm64-builder",
+            )
+        result[Arch(arch)] = url
+    return result

@@ -83,3 +83,9 @@ class PublishError(FarmError):
     """Publishing to the object store failed or was refused; manifests were left unchanged."""
 
     exit_code = 10
+
+
+class RunFailed(FarmError):
+    """A multi-cell run finished with failed or cancelled cells (see its summary)."""
+
+    exit_code = 11

@@ -8,6 +8,7 @@ Images are built with `docker buildx build --load`; the docker SDK cannot drive 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -132,8 +133,10 @@ def ensure_image(
     *,
     log_path: Path,
     echo: Callable[[str], None] | None = None,
+    docker_host: str | None = None,
 ) -> BuiltImage:
-    """Return the image for `plan`, building it with buildx only when its tag is missing."""
+    """Return the image for `plan`, building it with buildx only when its tag is missing.
+    `docker_host` points buildx at the same engine as `client` when that is not the default."""
     try:
         return BuiltImage(plan=plan, image_id=str(client.images.get(plan.tag).id), reused=True)
     except docker.errors.ImageNotFound:
@@ -159,7 +162,8 @@ def ensure_image(
             "-f", str(plan.dockerfile),
             context,
         ]  # fmt: skip
-        _run_logged(command, log_path=log_path, echo=echo, what=plan.tag)
+        env = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else None
+        _run_logged(command, log_path=log_path, echo=echo, what=plan.tag, env=env)
     try:
         image_id = str(client.images.get(plan.tag).id)
     except docker.errors.ImageNotFound:
@@ -168,13 +172,23 @@ def ensure_image(
 
 
 def _run_logged(
-    command: list[str], *, log_path: Path, echo: Callable[[str], None] | None, what: str
+    command: list[str],
+    *,
+    log_path: Path,
+    echo: Callable[[str], None] | None,
+    what: str,
+    env: dict[str, str] | None = None,
 ) -> None:
     tail: list[str] = []
     with log_path.open("w", encoding="utf-8") as log:
         log.write("$ " + " ".join(command) + "\n")
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=env,
         )
         try:
             assert process.stdout is not None

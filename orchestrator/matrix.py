@@ -256,6 +256,15 @@ class MatrixModel(_Strict):
     excludes: list[Exclude] = Field(default_factory=list)
     expected_modules: list[PackageEntry] = Field(min_length=1)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    engines: dict[Arch, NonEmpty] = Field(
+        default_factory=dict,
+        description="arch -> Docker endpoint (DOCKER_HOST style, e.g. ssh://arm64-builder); "
+        "arches not listed use the default engine (arm64 then runs under emulation)",
+    )
+    runners: dict[Arch, NonEmpty] = Field(
+        default_factory=lambda: {Arch.AMD64: "ubuntu-24.04", Arch.ARM64: "ubuntu-24.04-arm"},
+        description="GitHub Actions runner label per arch for `plan --format github-matrix`",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

@@ -1,0 +1,322 @@
+"""Run many cells: skip what is already published with the same fingerprint, build the
+rest N at a time, publish each as it completes, and stop cleanly when cancelled.
+
+The fingerprint decision needs no container and no upload: one read of manifest.json and
+local facts (rendered Dockerfile, base image id, recipe, profile). Builder images are built
+once per (stack, arch) before the cells that need them. One failed cell does not stop the
+others unless fail_fast. Infrastructure errors (engine connection, image builds) are
+retried with tenacity; compile errors are not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from orchestrator.build import BuildOptions, PreparedCell, build_cell, prepare_cell
+from orchestrator.cellbuild import Limits, leftover_containers
+from orchestrator.engine import EnginePool
+from orchestrator.errors import DockerError, FarmError, ImageBuildError, Interrupted
+from orchestrator.images import ImagePlan, ensure_image, plan_image
+from orchestrator.layout import Layout
+from orchestrator.manifest import manifest_key
+from orchestrator.matrix import Arch, Cell, Matrix
+from orchestrator.progress import CellOutcome, Reporter, Result
+from orchestrator.publish import Publisher, load_artifact
+from orchestrator.store import ObjectStore
+
+INFRA_ERRORS = (DockerError, ImageBuildError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Machine:
+    cpus: int
+    memory_bytes: int
+
+    @staticmethod
+    def this() -> Machine:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return Machine(cpus=os.cpu_count() or 1, memory_bytes=int(pages))
+
+    def default_jobs(self) -> int:
+        """One cell per 2 cores and per 4 GB (a PGO+LTO compile peaks near 3 GB)."""
+        return max(1, min(self.cpus // 2, self.memory_bytes // (4 * 1024**3)))
+
+    def limits_for(self, jobs: int) -> Limits:
+        """Split the machine evenly so N parallel `make -j` fit in it."""
+        return Limits(
+            cpus=max(1.0, self.cpus / jobs),
+            memory_bytes=int(self.memory_bytes * 0.9 / jobs),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NightlyOptions:
+    build: BuildOptions
+    jobs: int
+    force: bool = False
+    fail_fast: bool = False
+    infra_attempts: int = 3
+
+
+def published_fingerprints(store: ObjectStore, prefix: str) -> dict[str, str]:
+    """archive name -> fingerprint of what is published (one GET of manifest.json)."""
+    found = store.get(manifest_key(prefix))
+    if found is None:
+        return {}
+    runtimes = json.loads(found[0]).get("runtimes", [])
+    return {r["name"]: r.get("fingerprint") or "" for r in runtimes}
+
+
+class Nightly:
+    def __init__(
+        self,
+        matrix: Matrix,
+        *,
+        engines: EnginePool,
+        layout: Layout,
+        options: NightlyOptions,
+        reporter: Reporter,
+        publisher: Publisher | None,
+    ) -> None:
+        self.matrix = matrix
+        self.engines = engines
+        self.client_for = engines.client
+        self.layout = layout
+        self.options = options
+        self.reporter = reporter
+        self.publisher = publisher
+        self.cancel = threading.Event()
+        self._retry = Retrying(
+            # Never retry once cancelled: removing containers makes builds fail with
+            # engine errors that look like infrastructure trouble.
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, INFRA_ERRORS) and not self.cancel.is_set()
+            ),
+            stop=stop_after_attempt(options.infra_attempts),
+            wait=wait_exponential(multiplier=2, max=30),
+            before_sleep=lambda state: reporter.message(
+                "infrastructure error, retrying: "
+                f"{state.outcome.exception() if state.outcome else ''}"
+            ),
+            reraise=True,
+        )
+
+    # --- planning --------------------------------------------------------------------------
+
+    def prepare(self, cells: list[Cell]) -> tuple[list[PreparedCell], list[CellOutcome]]:
+        # One image plan per (stack, arch), failures included: a missing base image is
+        # looked up (and maybe pulled) once, not once per Python version.
+        plans: dict[tuple[str, Arch], ImagePlan | FarmError] = {}
+        prepared: list[PreparedCell] = []
+        failed: list[CellOutcome] = []
+        for cell in cells:
+            key = (cell.stack_name, cell.arch)
+            if key not in plans:
+                try:
+                    plans[key] = plan_image(
+                        self.client_for(cell.arch),
+                        self.matrix,
+                        cell.stack_name,
+                        cell.arch,
+                        "builder",
+                        extra_ca=self.options.build.extra_ca,
+                    )
+                except FarmError as exc:
+                    plans[key] = exc
+            plan = plans[key]
+            if isinstance(plan, FarmError):
+                failed.append(
+                    CellOutcome(cell=cell.id, result="failed", seconds=0, reason=str(plan))
+                )
+                continue
+            prepared.append(
+                prepare_cell(
+                    self.matrix,
+                    cell,
+                    client=self.client_for(cell.arch),
+                    options=self.options.build,
+                    builder=plan,
+                )
+            )
+        return prepared, failed
+
+    def split_skipped(
+        self, prepared: list[PreparedCell], published: dict[str, str]
+    ) -> tuple[list[PreparedCell], list[CellOutcome]]:
+        if self.options.force:
+            return prepared, []
+        todo, skipped = [], []
+        for item in prepared:
+            if published.get(item.cell.archive_name) == item.fingerprint:
+                skipped.append(
+                    CellOutcome(
+                        cell=item.cell.id,
+                        result="skipped",
+                        seconds=0,
+                        reason="published with the same fingerprint",
+                        fingerprint=item.fingerprint,
+                    )
+                )
+            else:
+                todo.append(item)
+        return todo, skipped
+
+    # --- running ---------------------------------------------------------------------------
+
+    def known_fingerprints(self) -> dict[str, str]:
+        """What is already done: the published manifest, or with no publishing, the
+        metadata of the local artifacts."""
+        if self.publisher is not None:
+            return published_fingerprints(self.publisher.store, self.publisher.prefix)
+        known = {}
+        for record_path in sorted(self.layout.artifacts.glob("python-*.json")):
+            record = json.loads(record_path.read_text())
+            if (self.layout.artifacts / record.get("name", "")).is_file():
+                known[record["name"]] = record.get("fingerprint") or ""
+        return known
+
+    def plan(self, cells: list[Cell]) -> tuple[list[PreparedCell], list[CellOutcome]]:
+        """(cells to build, outcomes decided without building: skipped or failed early)."""
+        prepared, outcomes = self.prepare(cells)
+        todo, skipped = self.split_skipped(prepared, self.known_fingerprints())
+        return todo, outcomes + skipped
+
+    def run(self, cells: list[Cell]) -> list[CellOutcome]:
+        todo, outcomes = self.plan(cells)
+        for outcome in outcomes:
+            self.reporter.finished(outcome)
+        if not todo:
+            return outcomes
+        broken_images = self._ensure_images(todo)
+        runnable = []
+        for item in todo:
+            key = (item.cell.stack_name, item.cell.arch)
+            if key in broken_images:
+                outcome = CellOutcome(
+                    cell=item.cell.id, result="failed", seconds=0, reason=broken_images[key]
+                )
+                outcomes.append(outcome)
+                self.reporter.finished(outcome)
+            else:
+                runnable.append(item)
+        outcomes += self._run_pool(runnable)
+        return outcomes
+
+    def _ensure_images(self, todo: list[PreparedCell]) -> dict[tuple[str, Arch], str]:
+        broken: dict[tuple[str, Arch], str] = {}
+        seen: set[tuple[str, Arch]] = set()
+        for item in todo:
+            key = (item.cell.stack_name, item.cell.arch)
+            if key in seen:
+                continue
+            seen.add(key)
+            plan = item.builder
+            log = self.layout.image_log(plan.tag.split(":", 1)[1])
+            self.reporter.message(f"builder image {plan.tag}")
+            try:
+                self._retry.copy()(
+                    ensure_image, self.client_for(item.cell.arch), plan, log_path=log
+                )
+            except FarmError as exc:
+                broken[key] = f"builder image: {exc}"
+        return broken
+
+    def _run_pool(self, todo: list[PreparedCell]) -> list[CellOutcome]:
+        outcomes: list[CellOutcome] = []
+        with ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="cell") as pool:
+            futures: dict[Future[CellOutcome], PreparedCell] = {
+                pool.submit(self._one, item): item for item in todo
+            }
+            try:
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        outcome = future.result()
+                        outcomes.append(outcome)
+                        self.reporter.finished(outcome)
+                        if outcome.result == "failed" and self.options.fail_fast:
+                            self.cancel.set()
+            except KeyboardInterrupt:
+                self.cancel.set()
+                self._kill_running()
+                for future in futures:
+                    future.cancel()
+                pool.shutdown(wait=True)
+                raise Interrupted("interrupted; running containers were removed") from None
+        return outcomes
+
+    def _kill_running(self) -> None:
+        """Remove every build container this process owns; their workers then fail fast."""
+        for arch in {item for item in Arch}:
+            try:
+                client = self.client_for(arch)
+            except FarmError:
+                continue
+            for container in leftover_containers(client, owner_pid=os.getpid()):
+                try:
+                    container.remove(force=True)
+                except Exception as exc:
+                    self.reporter.message(f"could not remove {container.name}: {exc}")
+
+    def _one(self, item: PreparedCell) -> CellOutcome:
+        cell = item.cell
+        started = time.monotonic()
+        log = str(self.layout.cell_log(cell.id))
+        if self.cancel.is_set():
+            return CellOutcome(cell=cell.id, result="cancelled", seconds=0, reason="not started")
+        self.reporter.phase(cell.id, "start")
+        try:
+            result = self._retry.copy()(
+                build_cell,
+                self.matrix,
+                cell,
+                client=self.client_for(cell.arch),
+                layout=self.layout,
+                options=self.options.build,
+                progress=lambda line: self.reporter.phase(cell.id, line),
+                prepared=item,
+                docker_host=self.engines.url(cell.arch),
+            )
+            if self.cancel.is_set():
+                raise Interrupted("cancelled before publishing")
+            action = None
+            if self.publisher is not None:
+                self.reporter.phase(cell.id, "publishing")
+                outcome = self.publisher.publish(
+                    load_artifact(self.layout.artifacts, cell.archive_name),
+                    force=self.options.force,
+                )
+                action = outcome.action
+        except FarmError as exc:
+            result_kind: Result = "cancelled" if self.cancel.is_set() else "failed"
+            return CellOutcome(
+                cell=cell.id,
+                result=result_kind,
+                seconds=time.monotonic() - started,
+                reason=str(exc),
+                fingerprint=item.fingerprint,
+                log=log,
+            )
+        return CellOutcome(
+            cell=cell.id,
+            result="built",
+            seconds=time.monotonic() - started,
+            size=result.archive.size,
+            sha256=result.archive.sha256,
+            fingerprint=item.fingerprint,
+            published=action,
+            log=log,
+        )
+
+
+def with_limits(options: BuildOptions, machine: Machine, jobs: int) -> BuildOptions:
+    limits = machine.limits_for(jobs)
+    return replace(options, limits=limits, jobs=max(1, int(limits.cpus or 1)))
