@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The S3 test server (moto over HTTP) and the fault-injecting proxy.
+pytest_plugins = ["tests.s3.conftest_plugin"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
