@@ -13,7 +13,7 @@ PROFILE     ?= fast
 BASE_IMAGES ?= bookworm:amd64 bookworm:arm64
 PYTEST_ARGS ?=
 
-.PHONY: help setup host venv base-images render build test test-unit lint clean
+.PHONY: help setup host venv base-images render build test test-unit lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,10 +47,13 @@ test-unit: venv ## unit tests only (no Docker, no network; seconds)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy --strict, and the rendered-Dockerfile check
-	$(BIN)/ruff check orchestrator tests
-	$(BIN)/ruff format --check orchestrator tests
+	$(BIN)/ruff check orchestrator tests scripts
+	$(BIN)/ruff format --check orchestrator tests scripts
 	$(BIN)/mypy
 	$(BIN)/orchestrator render --check
+
+bench: setup base-images ## benchmarks into docs/BENCHMARKS.md (run on a quiet machine)
+	$(BIN)/python scripts/bench.py all
 
 clean: ## remove outputs and work trees (keeps the source cache and images)
 	rm -rf out

@@ -251,6 +251,11 @@ def fetch(context: Context, versions: tuple[str, ...]) -> None:
 @click.option("--keep-work", is_flag=True, help="Keep OUT/work/<cell> (the install tree).")
 @click.option("--quiet", "-q", is_flag=True, help="Show phases only; full output in the log.")
 @click.option("--publish", "then_publish", is_flag=True, help="Publish each cell once built.")
+@click.option(
+    "--skip-unchanged",
+    is_flag=True,
+    help="With --publish: skip a cell whose published fingerprint equals its own.",
+)
 @publish_options
 @pass_context
 def build(
@@ -265,6 +270,7 @@ def build(
     keep_work: bool,
     quiet: bool,
     then_publish: bool,
+    skip_unchanged: bool,
     **target: Any,
 ) -> None:
     """Build CELLS (ids or glob selectors) end to end.
@@ -275,7 +281,7 @@ def build(
     Live output also goes to OUT/logs/<cell>.log. With no CELLS, builds the default cell
     """
     # Imported here so `plan` and `render` start fast without the docker SDK.
-    from orchestrator.build import BuildOptions, build_cell
+    from orchestrator.build import BuildOptions, build_cell, prepare_cell
     from orchestrator.cellbuild import Limits
     from orchestrator.engine import connect
 
@@ -289,8 +295,24 @@ def build(
         extra_ca=extra_ca,
         limits=Limits(cpus=cpus, memory_bytes=int(memory_gb * 1024**3) if memory_gb else None),
     )
+    published: dict[str, str] = {}
+    if skip_unchanged and then_publish:
+        from orchestrator.nightly import published_fingerprints
+        from orchestrator.target import open_store, resolve_target
+
+        resolved = resolve_target(
+            matrix.model.publish,
+            root=matrix.root,
+            out_dir=context.layout.out_dir,
+            **{k: v for k, v in target.items() if k not in ("force", "dry_run")},
+        )
+        published = published_fingerprints(open_store(resolved), resolved.prefix)
     for cell in selected:
         progress, echo = _cell_progress(cell)
+        prepared = prepare_cell(matrix, cell, client=client, options=options)
+        if published.get(cell.archive_name) == prepared.fingerprint and not target["force"]:
+            progress(f"skipped: published with the same fingerprint {prepared.fingerprint[:16]}")
+            continue
         result = build_cell(
             matrix,
             cell,
@@ -299,6 +321,7 @@ def build(
             options=options,
             progress=progress,
             echo=None if quiet else echo,
+            prepared=prepared,
         )
         click.echo(
             f"{result.archive.path}  {result.archive.size / 1e6:.1f} MB  "
@@ -499,6 +522,40 @@ def nightly(
             f"{len(bad)} of {len(outcomes)} cell(s) failed: {', '.join(o.cell for o in bad)}",
             hint=f"logs in {context.layout.logs}",
         )
+
+
+@cli.command("check-manifest")
+@click.argument("selectors", nargs=-1)
+@publish_options
+@pass_context
+def check_manifest(context: Context, /, selectors: tuple[str, ...], **target: Any) -> None:
+    """Check that every cell of SELECTORS (default: all) is published and consistent.
+
+    Each cell must be in manifest.json; its archive must exist with the manifest's size and
+    sha256; its .sha256 and .json must exist; and its stack/arch download-metadata.json
+    must list it with the same sha256. Exits 10 naming every problem.
+    """
+    from orchestrator.errors import PublishError
+    from orchestrator.publish import check_published
+    from orchestrator.target import open_store, resolve_target
+
+    target.pop("force")
+    target.pop("dry_run")
+    matrix = context.matrix
+    cells = matrix.select(selectors)
+    resolved = resolve_target(
+        matrix.model.publish, root=matrix.root, out_dir=context.layout.out_dir, **target
+    )
+    problems = check_published(
+        open_store(resolved), resolved.prefix, [c.archive_name for c in cells]
+    )
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        raise PublishError(
+            f"{len(problems)} problem(s) with {len(cells)} cell(s) at {resolved.describe()}"
+        )
+    click.echo(f"{len(cells)} cell(s) published and consistent at {resolved.describe()}")
 
 
 build.help = (build.help or "") + f" ({DEFAULT_CELL}).\n"

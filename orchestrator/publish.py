@@ -269,3 +269,45 @@ def _sha(body: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(body).hexdigest()
+
+
+def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -> list[str]:
+    """Problems with what is published for `archive_names` (empty list: all good).
+
+    Every name must be in manifest.json; its archive must exist with the size and sha256
+    the manifest states; its .sha256 and .json must exist; and the stack/arch uv metadata
+    must point at the same sha256.
+    """
+    from orchestrator.manifest import UV_ARCH
+
+    prefix = normalize_prefix(prefix)
+    found = store.get(manifest_key(prefix))
+    if found is None:
+        return [f"{store.describe(manifest_key(prefix))} does not exist"]
+    entries = {r["name"]: r for r in json.loads(found[0]).get("runtimes", [])}
+    uv_docs: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for name in archive_names:
+        entry = entries.get(name)
+        if entry is None:
+            problems.append(f"{name}: not in the manifest")
+            continue
+        key = prefix + name
+        head = store.head(key)
+        if head is None:
+            problems.append(f"{name}: manifest entry but no object at {store.describe(key)}")
+            continue
+        if head.size != entry["size"] or (head.sha256 and head.sha256 != entry["sha256"]):
+            problems.append(f"{name}: object differs from the manifest (size/sha256)")
+        stem = name.removesuffix(".tar.zst")
+        for sidecar in (f"{name}.sha256", f"{stem}.json"):
+            if store.head(prefix + sidecar) is None:
+                problems.append(f"{name}: missing {sidecar}")
+        uv_key_name = uv_metadata_key(prefix, entry["stack"], entry["arch"])
+        if uv_key_name not in uv_docs:
+            uv_found = store.get(uv_key_name)
+            uv_docs[uv_key_name] = json.loads(uv_found[0]) if uv_found else {}
+        uv_name = f"cpython-{entry['version']}-linux-{UV_ARCH[entry['arch']]}-gnu"
+        if uv_docs[uv_key_name].get(uv_name, {}).get("sha256") != entry["sha256"]:
+            problems.append(f"{name}: {uv_key_name} does not list it with the same sha256")
+    return problems

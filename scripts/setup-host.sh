@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent host set-up for the build farm on Debian/Ubuntu: Docker engine, buildx,
-# compose v2, qemu/binfmt for arm64, debootstrap, and a running daemon.
+# qemu/binfmt for arm64, debootstrap, patchelf (tests), and a running daemon.
 # Safe to run again: every step checks first and does nothing when already done.
 set -euo pipefail
 
@@ -25,7 +25,14 @@ need_pkgs() {  # print the packages from "$@" that are not installed
   for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done
 }
 
-missing=$(need_pkgs docker.io debootstrap qemu-user-static binfmt-support zstd ca-certificates dpkg-dev xz-utils)
+wanted="debootstrap qemu-user-static binfmt-support zstd ca-certificates dpkg-dev xz-utils patchelf"
+# An engine that already works (e.g. docker-ce on CI runners) is kept: docker.io would
+# conflict with it.
+if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
+  wanted="docker.io $wanted"
+fi
+# shellcheck disable=SC2086
+missing=$(need_pkgs $wanted)
 if [ -n "$missing" ]; then
   apt_update_once
   log "installing: $missing"
@@ -33,16 +40,17 @@ if [ -n "$missing" ]; then
   $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-# buildx and compose v2 are not in Debian 12: take them from trixie at a low pin so
+# buildx is not in Debian 12: take it from trixie at a low pin so
 # nothing else is upgraded from there (they need only libc6 >= 2.34).
 if [ "${ID:-}" = "debian" ] && [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
   if [ ! -f /etc/apt/sources.list.d/farm-trixie.list ]; then
-    log "adding a pinned trixie apt source for docker-buildx and docker-compose"
+    log "adding a pinned trixie apt source for docker-buildx"
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" | $SUDO tee /etc/apt/sources.list.d/farm-trixie.list >/dev/null
     printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' | $SUDO tee /etc/apt/preferences.d/farm-trixie >/dev/null
     apt_updated=0
   fi
-  missing=$(need_pkgs docker-buildx docker-compose)
+  missing=""
+  docker buildx version >/dev/null 2>&1 || missing=$(need_pkgs docker-buildx)
   if [ -n "$missing" ]; then
     apt_update_once
     log "installing from trixie: $missing"
@@ -50,7 +58,8 @@ if [ "${ID:-}" = "debian" ] && [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
     $SUDO apt-get install -y -qq --no-install-recommends -t trixie $missing >/dev/null
   fi
 else
-  missing=$(need_pkgs docker-buildx docker-compose-v2)
+  missing=""
+  docker buildx version >/dev/null 2>&1 || missing=$(need_pkgs docker-buildx)
   if [ -n "$missing" ]; then
     apt_update_once
     # shellcheck disable=SC2086

@@ -1,0 +1,123 @@
+"""The GitHub workflows, checked structurally (actionlint when it is on PATH).
+
+actionlint is not installable from the registries this project can reach (its PyPI
+wrapper downloads a binary at build time), so these checks carry the weight: triggers,
+inputs, job wiring, the matrix the plan job emits, and every `orchestrator` command line
+against the real CLI definition.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from orchestrator.cli import cli, main
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / ".github" / "workflows"
+
+
+def _load(name: str) -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    # YAML 1.1 reads the key `on` as True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def _run_lines(workflow: dict[Any, Any]) -> list[str]:
+    return [
+        step["run"]
+        for job in workflow["jobs"].values()
+        for step in job.get("steps", [])
+        if "run" in step
+    ]
+
+
+def _orchestrator_calls(workflow: dict[Any, Any]) -> list[list[str]]:
+    calls = []
+    for script in _run_lines(workflow):
+        for match in re.finditer(r"(?:\.venv/bin/)?orchestrator ([^\n)]*)", script):
+            words = shlex.split(match.group(1).replace('"$', '"X').replace("$", "X"))
+            calls.append([w for w in words if w not in ("X",) and not w.startswith("X")])
+    return calls
+
+
+def test_actionlint_if_available() -> None:
+    actionlint = shutil.which("actionlint")
+    if actionlint is None:
+        pytest.skip("actionlint not installed; the structural checks below stand in")
+    result = subprocess.run([actionlint], cwd=WORKFLOWS.parents[1], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+
+
+def test_nightly_triggers_and_jobs() -> None:
+    workflow = _load("nightly.yml")
+    assert workflow["on"]["schedule"][0]["cron"].count(" ") == 4
+    assert "workflow_dispatch" in workflow["on"]
+    jobs = workflow["jobs"]
+    assert set(jobs) == {"plan", "build", "check-manifest"}
+    assert jobs["build"]["needs"] == "plan"
+    assert jobs["build"]["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert jobs["build"]["strategy"]["fail-fast"] is False
+    assert jobs["build"]["runs-on"] == "${{ matrix.runner }}"
+    assert jobs["plan"]["outputs"]["matrix"] == "${{ steps.plan.outputs.matrix }}"
+    assert set(jobs["check-manifest"]["needs"]) == {"plan", "build"}
+    plan_step = next(s for s in jobs["plan"]["steps"] if s.get("id") == "plan")
+    assert "--format github-matrix" in plan_step["run"] and "GITHUB_OUTPUT" in plan_step["run"]
+
+
+def test_build_cell_inputs() -> None:
+    workflow = _load("build-cell.yml")
+    inputs = workflow["on"]["workflow_dispatch"]["inputs"]
+    assert set(inputs) == {"version", "stack", "arch", "force", "dry_run"}
+    assert inputs["arch"]["options"] == ["amd64", "arm64"]
+    assert inputs["force"]["type"] == inputs["dry_run"]["type"] == "boolean"
+    from orchestrator.matrix import load_matrix
+
+    stacks = load_matrix(WORKFLOWS.parents[1] / "matrix.yaml").model.stacks
+    assert inputs["stack"]["options"] == list(stacks)
+
+
+@pytest.mark.parametrize("name", ["nightly.yml", "build-cell.yml"])
+def test_inputs_reach_scripts_only_through_env(name: str) -> None:
+    """No ${{ inputs.* }} / ${{ matrix.* }} inside run: (script injection)."""
+    for script in _run_lines(_load(name)):
+        assert "${{" not in script, script
+
+
+@pytest.mark.parametrize("name", ["nightly.yml", "build-cell.yml"])
+def test_orchestrator_calls_match_the_cli(name: str) -> None:
+    calls = _orchestrator_calls(_load(name))
+    assert calls
+    for words in calls:
+        command = cli.commands.get(words[0])
+        assert isinstance(command, click.Command), f"unknown subcommand in {words}"
+        known = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        for word in words[1:]:
+            if word.startswith("--"):
+                assert word.split("=")[0] in known, f"{word} is not an option of {words[0]}"
+
+
+def test_github_matrix_is_what_the_workflow_consumes(
+    repo_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--matrix", str(repo_root / "matrix.yaml"), "plan", "--format",
+                 "github-matrix", "*"]) == 0  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    include = document["include"]
+    assert len(include) == 38
+    for entry in include:
+        assert {"cell", "runner", "version", "stack", "arch"} <= set(entry)
+        assert (
+            entry["runner"] == {"amd64": "ubuntu-24.04", "arm64": "ubuntu-24.04-arm"}[entry["arch"]]
+        )
+        assert entry["cell"] == f"{entry['version']}-{entry['stack']}-{entry['arch']}"
