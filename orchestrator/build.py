@@ -150,6 +150,7 @@ def build_cell(
         spec_dir=work / "spec",
         log_path=log_path,
         jobs=options.jobs,
+        source_date_epoch=source_date_epoch(source.path),
         limits=options.limits,
         echo=echo,
         on_phase=lambda phase: progress(phase),

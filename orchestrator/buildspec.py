@@ -30,8 +30,11 @@ class BuildSpec:
     extra_cflags: str
     ldflags: str
 
-    def container_environment(self, *, source_path: str, jobs: int) -> dict[str, str]:
+    def container_environment(
+        self, *, source_path: str, jobs: int, source_date_epoch: int
+    ) -> dict[str, str]:
         return {
+            "SOURCE_DATE_EPOCH": str(source_date_epoch),
             "FARM_VERSION": self.cell.version,
             "FARM_SOURCE": source_path,
             "FARM_PREFIX": INSTALL_PREFIX,

@@ -82,6 +82,7 @@ def run_build_container(
     spec_dir: Path,
     log_path: Path,
     jobs: int,
+    source_date_epoch: int,
     limits: Limits | None = None,
     echo: Callable[[str], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
@@ -109,7 +110,11 @@ def run_build_container(
                 command=["bash", f"/farm/recipe/{BUILD_SCRIPT}"],
                 name=f"python-farm-{cell.id}-{secrets.token_hex(3)}",
                 labels={CELL_LABEL: cell.id, ROLE_LABEL: "build", OWNER_LABEL: owner()},
-                environment=spec.container_environment(source_path=source_in_container, jobs=jobs),
+                environment=spec.container_environment(
+                    source_path=source_in_container,
+                    jobs=jobs,
+                    source_date_epoch=source_date_epoch,
+                ),
                 volumes=None
                 if copy
                 else {

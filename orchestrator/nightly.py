@@ -290,9 +290,11 @@ class Nightly:
             action = None
             if self.publisher is not None:
                 self.reporter.phase(cell.id, "publishing")
+                # The published archive (if any) was built from other inputs: this run's
+                # whole point is to replace it. The replacement is recorded in its .json.
                 outcome = self.publisher.publish(
                     load_artifact(self.layout.artifacts, cell.archive_name),
-                    force=self.options.force,
+                    force=True,
                 )
                 action = outcome.action
         except FarmError as exc:

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from orchestrator.archive import pack_tree  # noqa: E402
-from orchestrator.build import BuildOptions, prepare_cell  # noqa: E402
+from orchestrator.build import BuildOptions, prepare_cell, source_date_epoch  # noqa: E402
 from orchestrator.buildspec import BUILD_SCRIPT, INSTALL_PREFIX, RECIPE_DIR, build_spec  # noqa: E402
 from orchestrator.cellbuild import OWNER_LABEL, owner  # noqa: E402
 from orchestrator.engine import connect  # noqa: E402
@@ -208,7 +208,11 @@ def bench_overhead(cell_id: str = "3.13.5-debian-12-amd64", runs: int = 2) -> No
             spec_dir, prefix = Path(out) / "spec", Path(out) / "prefix"
             spec.write_spec_files(spec_dir)
             prefix.mkdir()
-            env = spec.container_environment(source_path=f"/farm/source/{source.name}", jobs=jobs)
+            env = spec.container_environment(
+                source_path=f"/farm/source/{source.name}",
+                jobs=jobs,
+                source_date_epoch=source_date_epoch(source),
+            )
             command = ["docker", "run", "--rm", "--network", "none",
                        "--user", f"{os.getuid()}:{os.getgid()}", "-w", "/tmp",
                        "-v", f"{source}:/farm/source/{source.name}:ro",

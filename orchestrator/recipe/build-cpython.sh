@@ -7,7 +7,8 @@
 #   /farm/spec/configure-args    one ./configure argument per line (computed by orchestrator/buildspec.py)
 #   /farm/spec/expected-modules  one module per line that must import after the build
 #   $FARM_PREFIX                 the empty install prefix, a host directory (read-write)
-# and sets FARM_VERSION, FARM_JOBS, FARM_EXTRA_CFLAGS, FARM_LDFLAGS, FARM_BUILD_TYPE.
+# and sets FARM_VERSION, FARM_JOBS, FARM_EXTRA_CFLAGS, FARM_LDFLAGS, FARM_BUILD_TYPE and
+# SOURCE_DATE_EPOCH.
 # Lines starting with "==> " mark phases; the orchestrator shows them as progress.
 set -euo pipefail
 
@@ -16,6 +17,10 @@ die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 
 : "${FARM_VERSION:?}" "${FARM_SOURCE:?}" "${FARM_PREFIX:?}" "${FARM_JOBS:?}" "${FARM_BUILD_TYPE:?}"
 : "${FARM_EXTRA_CFLAGS=}" "${FARM_LDFLAGS=}"
+# Reproducible builds: GCC takes __DATE__/__TIME__ (Py_GetBuildInfo) from SOURCE_DATE_EPOCH,
+# and a fixed hash seed keeps the order of set constants in .pyc files stable.
+: "${SOURCE_DATE_EPOCH:?}"
+export SOURCE_DATE_EPOCH PYTHONHASHSEED=0
 
 mapfile -t configure_args </farm/spec/configure-args
 mapfile -t expected_modules </farm/spec/expected-modules
@@ -28,7 +33,10 @@ actual_type=$(dpkg-architecture -qDEB_BUILD_GNU_TYPE)
 [ "$actual_type" = "$FARM_BUILD_TYPE" ] || die "container builds for $actual_type, cell wants $FARM_BUILD_TYPE"
 [ -d "$FARM_PREFIX" ] && [ -z "$(ls -A "$FARM_PREFIX")" ] || die "$FARM_PREFIX must be an empty directory"
 
-srcdir=$(mktemp -d /tmp/cpython.XXXXXX)
+# A fixed build directory (the container is fresh each time): its path ends up in
+# sysconfig data and the config Makefile, so a random one would make every build differ.
+srcdir=/tmp/python-build
+mkdir "$srcdir"
 phase "unpack $(basename "$FARM_SOURCE")"
 tar -xf "$FARM_SOURCE" -C "$srcdir" --strip-components=1
 cd "$srcdir"

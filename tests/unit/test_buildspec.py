@@ -40,7 +40,10 @@ def test_fast_profile_has_no_pgo_or_lto(repo_root: Path) -> None:
 def test_environment_and_spec_files(repo_root: Path, tmp_path: Path) -> None:
     matrix = load_matrix(repo_root / "matrix.yaml")
     spec = build_spec(matrix, matrix.cell("3.13.5-debian-12-amd64"), "fast")
-    env = spec.container_environment(source_path="/farm/source/x.tar.xz", jobs=3)
+    env = spec.container_environment(
+        source_path="/farm/source/x.tar.xz", jobs=3, source_date_epoch=1_749_000_000
+    )
+    assert env["SOURCE_DATE_EPOCH"] == "1749000000"
     assert env["FARM_JOBS"] == "3"
     assert env["FARM_BUILD_TYPE"] == "x86_64-linux-gnu"
     assert "PROFILE_TASK" not in env  # an empty PROFILE_TASK silently disables PGO
