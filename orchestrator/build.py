@@ -28,6 +28,7 @@ from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix
 from orchestrator.metadata import build_record, tree_sizes, write_json_atomic
 from orchestrator.sources import FetchedSource, fetch_source
+from orchestrator.verify import VerificationReport, raise_for_failures, verify_archive
 
 Progress = Callable[[str], None]
 
@@ -167,10 +168,65 @@ def build_cell(
         build_seconds=run.seconds,
         progress=progress,
         started=started,
+        verify=lambda archive, record: _verify(
+            client,
+            matrix,
+            prepared,
+            builder,
+            archive,
+            record,
+            layout=layout,
+            options=options,
+            progress=progress,
+            docker_host=docker_host,
+        ),
     )
     if not options.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _verify(
+    client: DockerClient,
+    matrix: Matrix,
+    prepared: PreparedCell,
+    builder: BuiltImage,
+    archive: Path,
+    record: dict[str, Any],
+    *,
+    layout: Layout,
+    options: BuildOptions,
+    progress: Progress,
+    docker_host: str | None,
+) -> VerificationReport:
+    """Check the packed runtime in the stack's run image (and the builder, for the C
+    extension) before anything can publish it."""
+    cell = prepared.cell
+    plan = plan_image(
+        client,
+        matrix,
+        cell.stack_name,
+        cell.arch,
+        "run",
+        extra_ca=options.extra_ca,
+    )
+    run_image = ensure_image(
+        client,
+        plan,
+        log_path=layout.image_log(plan.tag.split(":", 1)[1]),
+        docker_host=docker_host,
+    )
+    progress(f"verifying in {plan.tag}")
+    return verify_archive(
+        client,
+        archive=archive,
+        metadata=record,
+        run_image=run_image.image_id,
+        builder_image=builder.image_id,
+        expected_modules=prepared.spec.expected_modules,
+        log_path=layout.logs / f"{cell.id}.verify.log",
+        transfer=options.transfer,
+    )
 
 
 def _package(
@@ -184,6 +240,7 @@ def _package(
     build_seconds: float,
     progress: Progress,
     started: float,
+    verify: Callable[[Path, dict[str, Any]], VerificationReport],
 ) -> BuildResult:
     spec = prepared.spec
     cell = spec.cell
@@ -209,8 +266,13 @@ def _package(
         built_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         sizes=sizes,
     )
-    # Metadata last: its presence means archive and checksum beside it are complete.
+    report = verify(archive.path, record)
+    record.update(report.metadata_fields())
+    # Metadata last: its presence means archive and checksum beside it are complete. A
+    # failed verification is recorded there too, and publishing refuses such a record.
     write_json_atomic(metadata_path, record)
+    raise_for_failures(report, what=cell.id)
+    progress(f"verified: {len(report.checks)} checks passed in {report.seconds:.0f} s")
     progress(f"archive {archive.size / 1e6:.1f} MB, sha256 {archive.sha256[:16]}...")
     return BuildResult(
         cell=cell,

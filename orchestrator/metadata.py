@@ -101,7 +101,7 @@ def build_record(
         "builder_image": builder_image,
         "builder_image_id": builder_image_id,
         "configure_args": list(spec.configure_args),
-        "make_flags": {"EXTRA_CFLAGS": spec.extra_cflags, "LDFLAGS": spec.ldflags},
+        "make_flags": {"CFLAGS_NODIST": spec.extra_cflags, "LDFLAGS_NODIST": spec.ldflags},
         "expected_modules": list(spec.expected_modules),
         "fingerprint": fingerprint,
         "fingerprint_inputs": fingerprint_inputs,

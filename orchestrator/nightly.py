@@ -178,7 +178,8 @@ class Nightly:
         known = {}
         for record_path in sorted(self.layout.artifacts.glob("python-*.json")):
             record = json.loads(record_path.read_text())
-            if (self.layout.artifacts / record.get("name", "")).is_file():
+            verified = record.get("verification", {}).get("ok", False)
+            if verified and (self.layout.artifacts / record.get("name", "")).is_file():
                 known[record["name"]] = record.get("fingerprint") or ""
         return known
 

@@ -97,10 +97,11 @@ def load_artifact(artifacts_dir: Path, archive_name: str) -> LocalArtifact:
             f"{archive_name}: archive, .sha256 and .json disagree (archive sha256 {actual})",
             hint="rebuild the cell; nothing was published",
         )
-    if record.get("verification", {}).get("ok") is False:
+    if record.get("verification", {}).get("ok") is not True:
+        state = "failed" if "verification" in record else "never ran"
         raise PublishError(
-            f"{archive_name}: its verification failed; refusing to publish",
-            hint="see the cell's log and `orchestrator verify`",
+            f"{archive_name}: its verification {state}; refusing to publish",
+            hint="rebuild it, or run `orchestrator verify CELL` and see the cell's log",
         )
     return LocalArtifact(
         archive=archive, sha256_file=sha256_file, metadata_file=metadata_file, record=record

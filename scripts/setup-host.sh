@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent host set-up for the build farm on Debian/Ubuntu: Docker engine, buildx,
-# qemu/binfmt for arm64, debootstrap, patchelf (tests), and a running daemon.
+# qemu/binfmt for arm64, debootstrap, patchelf and gcc (tests), and a running daemon.
 # Safe to run again: every step checks first and does nothing when already done.
 set -euo pipefail
 
@@ -25,7 +25,7 @@ need_pkgs() {  # print the packages from "$@" that are not installed
   for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done
 }
 
-wanted="debootstrap qemu-user-static binfmt-support zstd ca-certificates dpkg-dev xz-utils patchelf"
+wanted="debootstrap qemu-user-static binfmt-support zstd ca-certificates dpkg-dev xz-utils patchelf gcc libc6-dev"
 # An engine that already works (e.g. docker-ce on CI runners) is kept: docker.io would
 # conflict with it.
 if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then

@@ -44,9 +44,11 @@ cd "$srcdir"
 phase "configure ${configure_args[*]}"
 ./configure "${configure_args[@]}"
 
-# Flags go to make, not configure, so they stay out of sysconfig (users' extension builds).
+# Flags go to make as CPython's *_NODIST variables: used for CPython and its stdlib
+# modules, never recorded in sysconfig, so users' extension builds do not inherit them
+# (plain LDFLAGS on make's command line does end up in sysconfig's LDFLAGS/LDSHARED).
 # Never pass an empty PROFILE_TASK: it silently turns PGO off.
-make_flags=("EXTRA_CFLAGS=$FARM_EXTRA_CFLAGS" "LDFLAGS=$FARM_LDFLAGS")
+make_flags=("CFLAGS_NODIST=$FARM_EXTRA_CFLAGS" "LDFLAGS_NODIST=$FARM_LDFLAGS")
 phase "make -j$FARM_JOBS"
 make -j "$FARM_JOBS" "${make_flags[@]}"
 
@@ -54,8 +56,8 @@ make -j "$FARM_JOBS" "${make_flags[@]}"
 # it is unpacked, without LD_LIBRARY_PATH (and never a system libpython of the same version).
 phase "relink python with rpath \$ORIGIN/../lib"
 rm python
-make -j "$FARM_JOBS" "EXTRA_CFLAGS=$FARM_EXTRA_CFLAGS" \
-  "LDFLAGS=$FARM_LDFLAGS -Wl,-rpath,'\$\$ORIGIN/../lib'" python
+make -j "$FARM_JOBS" "CFLAGS_NODIST=$FARM_EXTRA_CFLAGS" \
+  "LDFLAGS_NODIST=$FARM_LDFLAGS -Wl,-rpath,'\$\$ORIGIN/../lib'" python
 
 phase "make install"
 make "${make_flags[@]}" install
@@ -74,9 +76,11 @@ rm -f bin/idle* bin/pydoc* bin/2to3*
 ln -sfn python3 bin/python
 
 # Level-0 bytecode only, checked by source hash rather than mtime so it stays valid after
-# extraction anywhere; one worker so marshal output does not depend on scheduling.
+# extraction anywhere; one worker so marshal output does not depend on scheduling. -B: the
+# modules compileall itself imports would otherwise get timestamp pycs (source mtime in the
+# header) written by the import system first; -f rewrites anything already there.
 phase "compile bytecode (level 0, unchecked-hash)"
-bin/python3 -m compileall -q -j 1 --invalidation-mode unchecked-hash "$stdlib" >/dev/null
+bin/python3 -B -m compileall -f -q -j 1 --invalidation-mode unchecked-hash "$stdlib" >/dev/null
 
 phase "check expected modules"
 bin/python3 -I /farm/recipe/check_modules.py "${expected_modules[@]}"

@@ -76,3 +76,13 @@ def run_image_debian12(docker_client: DockerClient, repo_matrix: Matrix) -> str:
     plan = plan_image(docker_client, repo_matrix, "debian-12", Arch.AMD64, "run")
     log = REPO_ROOT / "out" / "logs" / "images" / f"{plan.tag.split(':')[1]}.log"
     return ensure_image(docker_client, plan, log_path=log).image_id
+
+
+@pytest.fixture(scope="session")
+def builder_image_debian12(docker_client: DockerClient, repo_matrix: Matrix) -> str:
+    """The debian-12 builder image: the run image + gcc and -dev packages."""
+    from orchestrator.images import ensure_image, plan_image
+
+    plan = plan_image(docker_client, repo_matrix, "debian-12", Arch.AMD64, "builder")
+    log = REPO_ROOT / "out" / "logs" / "images" / f"{plan.tag.split(':')[1]}.log"
+    return ensure_image(docker_client, plan, log_path=log).image_id

@@ -98,6 +98,20 @@ def test_incomplete_or_inconsistent_artifact_is_refused(tmp_path: Path) -> None:
         load_artifact(tmp_path / "b", name)
 
 
+def test_unverified_artifact_is_refused(tmp_path: Path) -> None:
+    name = make_artifact(tmp_path)
+    record_path = tmp_path / name.replace(".tar.zst", ".json")
+    record = json.loads(record_path.read_text())
+    record["verification"] = {"ok": False, "failures": ["import:ssl: No module named '_ssl'"]}
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(PublishError, match="verification failed"):
+        load_artifact(tmp_path, name)
+    del record["verification"]
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(PublishError, match="verification never ran"):
+        load_artifact(tmp_path, name)
+
+
 def test_concurrent_publishers_lose_no_manifest_entry(tmp_path: Path) -> None:
     cells = [("3.13.5", stack, arch) for stack in ("debian-12", "debian-13", "ubuntu-22.04",
              "ubuntu-24.04") for arch in ("amd64", "arm64")]  # fmt: skip

@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# Check a packed runtime the way its users will meet it: unpacked at a path it has never seen,
+# in a clean container, without LD_LIBRARY_PATH or network.
+#
+# Driven by orchestrator/verify.py, which mounts the archive read-only at /farm/archive.tar.zst
+# and this directory at /farm/recipe, and runs:
+#   verify-runtime.sh runtime   PREFIX MAJOR.MINOR MODULE...   (in the stack's run image)
+#   verify-runtime.sh extension PREFIX MAJOR.MINOR             (in the builder image: has gcc)
+# PREFIX is a fresh random directory chosen by the host. Output protocol, one line each:
+#   CHECK <name> ok|fail|skip <one-line detail>
+#   PACKAGE <apt package> <library path>      an apt package providing a linked library
+#   WARN <text>
+#   DONE <stage>                              the script reached its end
+# Anything else is log output. No `set -e`: every check runs and reports on its own.
+set -uo pipefail
+unset LD_LIBRARY_PATH PYTHONHOME PYTHONPATH PYTHONSTARTUP
+
+stage=${1:?stage}
+prefix=${2:?prefix}
+mm=${3:?major.minor}
+shift 3
+modules=("$@")
+archive=/farm/archive.tar.zst
+py="$prefix/bin/python$mm"
+stdlib="$prefix/lib/python$mm"
+
+# One line, at most 400 characters, so the host can always parse it.
+oneline() { tr '\n\t' '  ' | sed -e 's/  */ /g' -e 's/^ //' -e 's/ $//' | cut -c1-400; }
+report() { printf 'CHECK %s %s %s\n' "$1" "$2" "$(printf '%s' "$3" | oneline)"; }
+
+# check NAME COMMAND...: ok when the command exits 0; the detail is its output. On failure the
+# detail is the last line (where a traceback names the error) and the whole output goes to
+# stderr, which the host keeps in the log. Every command gets a time limit: a hang fails one check.
+check() {
+  local name=$1 out status
+  shift
+  out=$(timeout 300 "$@" 2>&1)
+  status=$?
+  if [ "$status" -eq 0 ]; then
+    # Quiet success (a compiler): the command itself says what was checked.
+    [ -n "$out" ] || out="$*"
+    report "$name" ok "$(printf '%s' "$out" | head -c 300)"
+  else
+    fail_with_output "$name" "$status" "$out"
+  fi
+}
+fail_with_output() {
+  printf -- '--- %s failed (exit %s):\n%s\n' "$1" "$2" "$3" >&2
+  report "$1" fail "exit $2$(signal_note "$2"): $(last_line "$3")"
+}
+last_line() { printf '%s\n' "$1" | grep -v '^[[:space:]]*$' | tail -n 1; }
+signal_note() {
+  if [ "$1" -eq 124 ]; then printf ' (timed out)'; elif [ "$1" -gt 128 ]; then
+    printf ' (killed by SIG%s)' "$(kill -l $(($1 - 128)) 2>/dev/null || echo $(($1 - 128)))"
+  fi
+}
+
+extract() {
+  local out
+  if ! out=$(mkdir -p "$prefix" 2>&1 && tar --zstd -xf "$archive" -C "$prefix" 2>&1); then
+    report extract fail "tar --zstd -xf into $prefix: $out"
+    printf 'DONE %s\n' "$stage"
+    exit 0
+  fi
+  report extract ok "unpacked at $prefix"
+}
+
+# A snippet run by the runtime under test, in isolated mode (-I: no user site, no env vars).
+pyrun() { "$py" -I -c "$@"; }
+
+# --- runtime stage -----------------------------------------------------------------------------
+
+check_environment() {
+  if [ -n "${LD_LIBRARY_PATH+set}" ]; then
+    report env:ld-library-path fail "LD_LIBRARY_PATH is set to '$LD_LIBRARY_PATH'"
+  else
+    report env:ld-library-path ok "unset"
+  fi
+}
+
+# Run as nobody: every directory must be searchable and every file readable.
+# shellcheck disable=SC2016
+UNPRIVILEGED='import math, os, sys
+bad = []
+for root, dirs, files in os.walk(sys.prefix):
+    bad += [p for p in (os.path.join(root, n) for n in dirs) if not os.access(p, os.R_OK | os.X_OK)]
+    bad += [p for p in (os.path.join(root, n) for n in files) if not os.access(p, os.R_OK)]
+print("uid", os.getuid(), "reads the whole runtime" if not bad else f"cannot read: {bad[:5]}")
+sys.exit(1 if bad else 0)'
+
+check_executables() {
+  local name
+  for name in python python3 "python$mm"; do
+    check "exec:$name" "$prefix/bin/$name" -c 'import sys; print(sys.version)'
+  done
+  # Users rarely run as root: an unreadable file or a 0700 directory only shows up this way.
+  if command -v setpriv >/dev/null; then
+    check exec:unprivileged setpriv --reuid=65534 --regid=65534 --clear-groups \
+      "$py" -I -c "$UNPRIVILEGED"
+  else
+    report exec:unprivileged skip "no setpriv in the image"
+  fi
+  local out
+  out=$("$prefix/bin/python3-config" --prefix 2>&1)
+  if [ "$out" = "$prefix" ]; then report config:prefix ok "$out"
+  else report config:prefix fail "python3-config --prefix printed '$out', expected $prefix"; fi
+  out=$("$prefix/bin/python3-config" --includes 2>&1)
+  case " $out " in
+    *" -I$prefix/include/python$mm "*) report config:includes ok "$out" ;;
+    *) report config:includes fail "python3-config --includes printed '$out'" ;;
+  esac
+  out=$("$prefix/bin/python3-config" --ldflags 2>&1)
+  case " $out " in
+    *" -L$prefix/lib "*) report config:ldflags ok "$out" ;;
+    *) report config:ldflags fail "python3-config --ldflags printed '$out', no -L$prefix/lib" ;;
+  esac
+  local code
+  # shellcheck disable=SC2016
+  code='import sys, sysconfig
+want = sys.argv[1]
+got = {"sys.prefix": sys.prefix, "sys.exec_prefix": sys.exec_prefix,
+       "sys.base_prefix": sys.base_prefix,
+       "include": sysconfig.get_paths()["include"].rsplit("/include/", 1)[0]}
+bad = [f"{k}={v}" for k, v in got.items() if v != want]
+print("; ".join(bad) if bad else sys.prefix)
+sys.exit(1 if bad else 0)'
+  check sys:prefix "$py" -I -c "$code" "$prefix"
+}
+
+check_bin_entries() {
+  local -A allowed=()
+  local name extra=() missing=()
+  for name in python python3 "python$mm" python3-config "python$mm-config"; do
+    allowed[$name]=1
+    [ -e "$prefix/bin/$name" ] || missing+=("$name")
+  done
+  # pip's entry points are expected only where pip itself is installed.
+  if [ -d "$stdlib/site-packages/pip" ]; then
+    for name in pip pip3 "pip$mm"; do allowed[$name]=1; done
+  fi
+  while IFS= read -r name; do
+    [ -n "${allowed[$name]:-}" ] || extra+=("$name")
+  done < <(ls -A "$prefix/bin")
+  if [ ${#extra[@]} -eq 0 ] && [ ${#missing[@]} -eq 0 ]; then
+    report bin:entries ok "$(ls -A "$prefix/bin" | tr '\n' ' ')"
+  else
+    report bin:entries fail "unexpected: ${extra[*]:-none}; missing: ${missing[*]:-none}"
+  fi
+}
+
+# /lib and /usr/lib are one directory on merged-/usr systems, but dpkg records only the name the
+# package ships, so look a library up under both spellings and through symlinks.
+usrmerge_alias() {
+  case $1 in
+    /usr/lib/* | /usr/lib64/* | /usr/bin/* | /usr/sbin/*) printf '%s' "${1#/usr}" ;;
+    /lib/* | /lib64/* | /bin/* | /sbin/*) printf '/usr%s' "$1" ;;
+  esac
+}
+
+owner_of() {
+  local path=$1 real candidate line
+  real=$(readlink -f "$path")
+  for candidate in "$path" "$(usrmerge_alias "$path")" "$real" "$(usrmerge_alias "$real")"; do
+    [ -n "$candidate" ] || continue
+    line=$(dpkg-query -S "$candidate" 2>/dev/null | grep -v '^diversion' | head -n1)
+    if [ -n "$line" ]; then
+      printf '%s' "${line%%: /*}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+check_linkage() {
+  local -a files=("$prefix/bin/python$mm" "$prefix/lib/libpython$mm.so.1.0")
+  local f rel out line lib path pkgs pkg
+  local -a problems=()
+  local -A outside=()  # library path -> a file that needs it
+  for f in "$stdlib"/lib-dynload/*.so; do [ -e "$f" ] && files+=("$f"); done
+  for f in "${files[@]}"; do
+    rel=${f#"$prefix"/}
+    if [ ! -e "$f" ]; then problems+=("$rel: missing"); continue; fi
+    if ! out=$(ldd "$f" 2>&1); then problems+=("$rel: ldd failed: $out"); continue; fi
+    while IFS= read -r line; do
+      line=${line#"${line%%[![:space:]]*}"}
+      case $line in
+        *"=> not found"*) problems+=("$rel: ${line%% *} not found"); continue ;;
+        *"=> /"*) path=${line#*=> }; path=${path%% (*} ;;
+        /*) path=${line%% (*} ;;
+        *) continue ;;  # linux-vdso.so.1 and the like: no file
+      esac
+      case $path in "$prefix"/*) ;; *) outside[$path]=$rel ;; esac
+    done <<<"$out"
+  done
+  for path in "${!outside[@]}"; do
+    if pkgs=$(owner_of "$path"); then
+      for pkg in ${pkgs//,/ }; do printf 'PACKAGE %s %s\n' "${pkg%%:*}" "$path"; done
+    else
+      printf 'WARN %s (needed by %s) belongs to no apt package\n' "$path" "${outside[$path]}"
+    fi
+  done
+  if [ ${#problems[@]} -eq 0 ]; then
+    report ldd ok "${#files[@]} files, ${#outside[@]} system libraries, all found"
+  else
+    report ldd fail "$(IFS=';'; printf '%s' "${problems[*]}" | sed 's/;/; /g')"
+  fi
+}
+
+check_imports() {
+  local module
+  for module in "${modules[@]}"; do
+    check "import:$module" "$py" -I -c \
+      'import importlib, sys; m = importlib.import_module(sys.argv[1]); print(getattr(m, "__file__", "built-in"))' \
+      "$module"
+  done
+}
+
+is_expected() {
+  local module
+  for module in "${modules[@]}"; do [ "$module" = "$1" ] && return 0; done
+  return 1
+}
+
+check_round_trips() {
+  check roundtrip:sqlite3 "$py" -I -c 'import sqlite3
+db = sqlite3.connect(":memory:")
+db.execute("create table t (x integer, y text)")
+db.executemany("insert into t values (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+assert db.execute("select sum(x), group_concat(y, \"\") from t").fetchone() == (6, "abc")
+print("sqlite", sqlite3.sqlite_version)'
+  local codec
+  for codec in lzma bz2 zlib; do
+    check "roundtrip:$codec" "$py" -I -c "import $codec as codec
+data = b'relocatable runtime ' * 5000
+packed = codec.compress(data)
+assert codec.decompress(packed) == data and len(packed) < len(data)
+print(len(data), '->', len(packed))"
+  done
+  if is_expected compression.zstd; then
+    check roundtrip:compression.zstd "$py" -I -c 'from compression import zstd
+data = b"relocatable runtime " * 5000
+assert zstd.decompress(zstd.compress(data)) == data
+print("zstd", zstd.zstd_version_info)'
+  fi
+}
+
+# Too-deep recursion in a thread must raise RecursionError, not overflow the (smaller) thread
+# stack; both Python-level and C-level recursion (repr of a deeply nested list).
+check_recursion() {
+  local out status
+  # shellcheck disable=SC2016
+  out=$(timeout 120 "$py" -I -c 'import sys, threading
+caught = []
+def deep(n):
+    return deep(n + 1)
+def nested():
+    x = []
+    for _ in range(500_000):
+        x = [x]
+    return repr(x)
+def run():
+    for name, func in (("python", lambda: deep(0)), ("c", nested)):
+        try:
+            func()
+        except RecursionError:
+            caught.append(name)
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+print("RecursionError raised for:", ", ".join(caught) or "nothing")
+sys.exit(0 if caught == ["python", "c"] else 1)' 2>&1)
+  status=$?
+  if [ "$status" -eq 0 ]; then report recursion:thread ok "$out"
+  else fail_with_output recursion:thread "$status" "$out"; fi
+}
+
+check_venv() {
+  local wheels=("$stdlib"/ensurepip/_bundled/*.whl)
+  if [ ! -e "${wheels[0]}" ]; then
+    report venv:pip skip "no ensurepip wheel in the runtime"
+    return
+  fi
+  local venv
+  venv=$(mktemp -d /tmp/venv.XXXXXX)
+  check venv:pip bash -c '"$1" -m venv "$2" && "$2/bin/python" -m pip --version' _ "$py" "$venv"
+}
+
+check_sysconfig() {
+  check sysconfig:shared "$py" -I -c 'import sysconfig
+value = sysconfig.get_config_var("Py_ENABLE_SHARED")
+print("Py_ENABLE_SHARED =", value)
+assert value == 1'
+  # Build-only flags must not reach users' extension builds through sysconfig.
+  check sysconfig:flags "$py" -I -c 'import sys, sysconfig
+names = ("LDFLAGS", "LDSHARED", "BLDSHARED", "LDCXXSHARED", "PY_LDFLAGS", "CONFIG_ARGS")
+bad = [f"{name} has {token}" for name in names for token in ("--strip-all", "ORIGIN")
+       if token in str(sysconfig.get_config_var(name) or "")]
+print("; ".join(bad) or "clean: " + ", ".join(names))
+sys.exit(1 if bad else 0)'
+}
+
+# --- extension stage ---------------------------------------------------------------------------
+
+check_extension() {
+  local work
+  work=$(mktemp -d /tmp/cext.XXXXXX)
+  cat >"$work/farmcheck.c" <<'EOF'
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+static PyObject *add(PyObject *self, PyObject *args) {
+    long a, b;
+    if (!PyArg_ParseTuple(args, "ll", &a, &b)) return NULL;
+    return PyLong_FromLong(a + b);
+}
+static PyMethodDef methods[] = {{"add", add, METH_VARARGS, "a + b"}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "farmcheck", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_farmcheck(void) { return PyModule_Create(&module); }
+EOF
+  # Compile and link the way setuptools does: with the compiler and flags sysconfig records.
+  local vars cc cflags ccshared ldshared include suffix
+  vars=$(pyrun 'import sysconfig
+v = sysconfig.get_config_var
+for value in (v("CC"), v("CFLAGS"), v("CCSHARED"), v("LDSHARED"),
+              sysconfig.get_paths()["include"], v("EXT_SUFFIX")):
+    print(value)' 2>&1) || { report cext:compile fail "cannot read sysconfig: $(last_line "$vars")"; return; }
+  { read -r cc; read -r cflags; read -r ccshared; read -r ldshared; read -r include
+    read -r suffix; } <<<"$vars"
+  # shellcheck disable=SC2086  # the recorded flags are word lists
+  check cext:compile $cc $cflags $ccshared "-I$include" -c "$work/farmcheck.c" -o "$work/farmcheck.o"
+  # shellcheck disable=SC2086
+  check cext:link $ldshared "$work/farmcheck.o" -o "$work/farmcheck$suffix"
+  check cext:import "$py" -I -c 'import sys
+sys.path.insert(0, sys.argv[1])
+import farmcheck
+assert farmcheck.add(40, 2) == 42, farmcheck.add(40, 2)
+print(farmcheck.__file__, "add(40, 2) = 42")' "$work"
+
+  cat >"$work/embed.c" <<'EOF'
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+int main(int argc, char **argv) {
+    PyConfig config;
+    PyConfig_InitIsolatedConfig(&config);
+    /* A relocated runtime: tell the embedded interpreter where its home is. */
+    PyStatus status = PyConfig_SetBytesString(&config, &config.home, argv[1]);
+    if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) Py_ExitStatusException(status);
+    int rc = PyRun_SimpleString("import sys, json; print(sys.prefix, sys.version_info[:2])");
+    return Py_FinalizeEx() < 0 || rc != 0 ? 1 : 0;
+}
+EOF
+  local includes ldflags
+  includes=$("$prefix/bin/python3-config" --includes)
+  ldflags=$("$prefix/bin/python3-config" --ldflags --embed)
+  # shellcheck disable=SC2086
+  check embed:build gcc $includes "$work/embed.c" -o "$work/embed" $ldflags -Wl,-rpath,"$prefix/lib"
+  check embed:run "$work/embed" "$prefix"
+}
+
+case $stage in
+  runtime)
+    extract
+    check_environment
+    check_executables
+    check_bin_entries
+    check_linkage
+    check_imports
+    check_round_trips
+    check_recursion
+    check_venv
+    check_sysconfig
+    ;;
+  extension)
+    extract
+    check_extension
+    ;;
+  *) printf 'unknown stage %s\n' "$stage" >&2; exit 2 ;;
+esac
+printf 'DONE %s\n' "$stage"

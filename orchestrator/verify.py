@@ -1,0 +1,525 @@
+"""Verify a packed runtime before anything is published, the way careful distributors do.
+
+Three vantage points, every check reported by name:
+
+1. On the host, without Docker: the archive's members and ELF files (orchestrator/elfaudit.py):
+   checksum, layout, no static libraries, the right machine, stripped, and no rpath but
+   `$ORIGIN/../lib` on the executable; members that still name the build directory are
+   reported as warnings.
+2. In a clean container of the stack's run image (no compilers, no network, no
+   LD_LIBRARY_PATH), the archive unpacked at a fresh random path: the executables and
+   python3-config, linkage (`ldd`, mapped to apt packages with `dpkg-query -S`), every expected
+   module, codec round trips, recursion in a thread, venv + pip, and sysconfig.
+3. In a container of the builder image (it has gcc): a C extension built with the flags
+   sysconfig records, and a program embedding libpython.
+
+The container side is recipe/verify-runtime.sh; it prints `CHECK <name> ok|fail|skip <detail>`
+lines that are parsed here. A failed verification raises VerificationError (exit code 9).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import docker.errors
+from docker import DockerClient
+from docker.models.containers import Container
+
+from orchestrator.archive import sha256_of
+from orchestrator.buildspec import RECIPE_DIR
+from orchestrator.cellbuild import (
+    CELL_LABEL,
+    OWNER_LABEL,
+    ROLE_LABEL,
+    Transfer,
+    is_local_engine,
+    owner,
+)
+from orchestrator.elfaudit import ArchiveScan, ElfInfo, scan_archive
+from orchestrator.errors import DockerError, PackagingError, VerificationError
+from orchestrator.matrix import Arch
+
+VERIFY_SCRIPT = "verify-runtime.sh"
+ARCHIVE_IN_CONTAINER = "/farm/archive.tar.zst"
+# Top-level directories a flat runtime may hold; bin, include and lib are required.
+REQUIRED_TOP = ("bin", "include", "lib")
+ALLOWED_TOP = (*REQUIRED_TOP, "share")  # share/man: `make install` puts the man page there
+EXECUTABLE_RPATH = "$ORIGIN/../lib"
+ELF_MACHINES = {Arch.AMD64: "EM_X86_64", Arch.ARM64: "EM_AARCH64"}
+_DETAIL_LIMIT = 240
+
+Stage = Literal["runtime", "extension"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerificationReport:
+    checks: list[CheckResult]
+    runtime_packages: list[str]  # apt packages providing the libraries the runtime links
+    warnings: list[str]  # e.g. members that still name the build directory
+    needed: dict[str, list[str]] = field(default_factory=dict)  # ELF member -> DT_NEEDED
+    seconds: float = 0.0
+    log_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [check for check in self.checks if not check.ok]
+
+    def metadata_fields(self) -> dict[str, Any]:
+        """What the archive's metadata record keeps of this verification; `ok` is what
+        publishing looks at."""
+        return {
+            "runtime_packages": list(self.runtime_packages),
+            "verification": {
+                "ok": self.ok,
+                "failures": [f"{c.name}: {c.detail}" for c in self.checks if not c.ok],
+                "checks": len(self.checks),
+                "warnings": list(self.warnings),
+                "seconds": round(self.seconds, 1),
+            },
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptOutput:
+    """What one run of verify-runtime.sh reported."""
+
+    checks: list[CheckResult]
+    packages: list[str]
+    warnings: list[str]
+    done: bool
+
+
+def parse_script_output(text: str) -> ScriptOutput:
+    """Parse the line protocol of recipe/verify-runtime.sh; other lines are ignored."""
+    checks: list[CheckResult] = []
+    packages: set[str] = set()
+    warnings: list[str] = []
+    done = False
+    for raw in text.splitlines():
+        line = raw.rstrip("\r")
+        kind, _, rest = line.partition(" ")
+        if kind == "CHECK":
+            name, _, rest = rest.partition(" ")
+            status, _, detail = rest.partition(" ")
+            if not name or status not in {"ok", "fail", "skip"}:
+                continue
+            if status == "skip":
+                detail = f"skipped: {detail}"
+            checks.append(CheckResult(name=name, ok=status != "fail", detail=detail.strip()))
+        elif kind == "PACKAGE":
+            package = rest.split(" ", 1)[0]
+            if package:
+                # dpkg-query prints multi-arch names as "libssl3:amd64".
+                packages.add(package.split(":", 1)[0])
+        elif kind == "WARN" and rest:
+            warnings.append(rest.strip())
+        elif kind == "DONE":
+            done = True
+    return ScriptOutput(checks=checks, packages=sorted(packages), warnings=warnings, done=done)
+
+
+def format_failures(report: VerificationReport) -> str:
+    """`name (detail); name, name (detail)` for every failed check, on one line.
+
+    Checks failing with the same detail share it: when the interpreter cannot start, thirty
+    checks fail the same way and the cause should be read once.
+    """
+    groups: dict[str, list[str]] = {}
+    for check in report.failures:
+        detail = " ".join(check.detail.split())
+        if len(detail) > _DETAIL_LIMIT:
+            detail = detail[: _DETAIL_LIMIT - 3] + "..."
+        groups.setdefault(detail, []).append(check.name)
+    return "; ".join(
+        f"{', '.join(names)} ({detail})" if detail else ", ".join(names)
+        for detail, names in groups.items()
+    )
+
+
+def raise_for_failures(report: VerificationReport, *, what: str) -> None:
+    """Raise one VerificationError naming every failed check of `report`; do nothing if ok."""
+    failures = report.failures
+    if not failures:
+        return
+    hint = f"full log: {report.log_path}" if report.log_path else None
+    raise VerificationError(
+        f"{what} failed verification: {len(failures)} of {len(report.checks)} checks failed: "
+        f"{format_failures(report)}",
+        hint=hint,
+    )
+
+
+# --- host-side audit -----------------------------------------------------------------------
+
+
+def audit_checks(scan: ArchiveScan, *, major_minor: str, arch: Arch | None) -> list[CheckResult]:
+    """Judge the facts scan_archive gathered."""
+    executable = f"bin/python{major_minor}"
+    checks = [_layout_check(scan.members)]
+    checks.append(
+        CheckResult(
+            name="archive:static-libs",
+            ok=not scan.static_libs,
+            detail=(
+                f"static libraries: {', '.join(scan.static_libs)}"
+                if scan.static_libs
+                else "no *.a members"
+            ),
+        )
+    )
+    checks.append(
+        CheckResult(
+            name="elf:read",
+            ok=bool(scan.elves) and not scan.unreadable_elves,
+            detail=(
+                f"unparseable ELF files: {', '.join(scan.unreadable_elves)}"
+                if scan.unreadable_elves
+                else f"{len(scan.elves)} ELF files"
+            ),
+        )
+    )
+    if arch is not None:
+        want = ELF_MACHINES[arch]
+        wrong = [f"{e.name} is {e.machine}" for e in scan.elves if e.machine != want]
+        checks.append(
+            CheckResult(
+                name="elf:arch",
+                ok=not wrong,
+                detail=f"expected {want}: {', '.join(wrong)}" if wrong else f"all {want}",
+            )
+        )
+    pycs = scan.not_unchecked_pycs
+    checks.append(
+        CheckResult(
+            name="pyc:unchecked-hash",
+            ok=not pycs,
+            detail=(
+                f"{len(pycs)} .pyc not unchecked-hash: {_some(pycs)}"
+                if pycs
+                else "every .pyc is unchecked-hash"
+            ),
+        )
+    )
+    rpath_problems = [p for e in scan.elves for p in _rpath_problems(e, executable)]
+    if executable not in {e.name for e in scan.elves}:
+        rpath_problems.insert(0, f"{executable} is not in the archive")
+    checks.append(
+        CheckResult(
+            name="elf:rpath",
+            ok=not rpath_problems,
+            detail=(
+                "; ".join(rpath_problems)
+                if rpath_problems
+                else f"only {executable} has one: {EXECUTABLE_RPATH}"
+            ),
+        )
+    )
+    unstripped = [e.name for e in scan.elves if e.has_symtab]
+    checks.append(
+        CheckResult(
+            name="elf:stripped",
+            ok=not unstripped,
+            detail=(
+                f"{len(unstripped)} files have a .symtab: {_some(unstripped)}"
+                if unstripped
+                else "no .symtab anywhere"
+            ),
+        )
+    )
+    return checks
+
+
+def _layout_check(members: Sequence[str]) -> CheckResult:
+    tops = {m.split("/", 1)[0] for m in members}
+    missing = [t for t in REQUIRED_TOP if t not in tops]
+    unexpected = sorted(tops - set(ALLOWED_TOP))
+    if missing or unexpected:
+        return CheckResult(
+            name="archive:layout",
+            ok=False,
+            detail=f"missing: {', '.join(missing) or 'none'}; "
+            f"unexpected top-level entries: {', '.join(unexpected) or 'none'}",
+        )
+    return CheckResult(
+        name="archive:layout", ok=True, detail=f"{len(members)} members under {sorted(tops)}"
+    )
+
+
+def _rpath_problems(elf: ElfInfo, executable: str) -> list[str]:
+    """Only the executable may carry a search path, and only `$ORIGIN/../lib`: anything else
+    either points at the build host or lets a stray library shadow the runtime's own."""
+    problems: list[str] = []
+    for kind, paths in (("RPATH", elf.rpath), ("RUNPATH", elf.runpath)):
+        for path in paths:
+            if elf.name == executable and path == EXECUTABLE_RPATH:
+                continue
+            why = "absolute" if path.startswith("/") else "not allowed"
+            problems.append(f"{elf.name}: {kind} {path} ({why})")
+    if elf.name == executable and EXECUTABLE_RPATH not in (*elf.rpath, *elf.runpath):
+        problems.append(f"{elf.name}: no {EXECUTABLE_RPATH} search path")
+    return problems
+
+
+def _some(names: Sequence[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+# --- containers --------------------------------------------------------------------------
+
+
+def _run_stage(
+    client: DockerClient,
+    *,
+    stage: Stage,
+    image: str,
+    archive: Path,
+    arch: Arch,
+    major_minor: str,
+    modules: Sequence[str],
+    cell_id: str,
+    copy: bool,
+    log: TextIO,
+) -> ScriptOutput:
+    # A path the runtime has never seen, different for every run and stage.
+    prefix = f"/srv/rt-{secrets.token_hex(8)}"
+    command = ["bash", f"/farm/recipe/{VERIFY_SCRIPT}", stage, prefix, major_minor, *modules]
+    log.write(f"# stage {stage} in image {image} at {prefix}\n")
+    started = time.monotonic()
+    container: Container | None = None
+    try:
+        container = client.containers.create(
+            image,
+            command=command,
+            name=f"python-farm-verify-{stage}-{secrets.token_hex(4)}",
+            # The build's labels, so the farm's clean-up on Ctrl-C finds these containers too.
+            labels={CELL_LABEL: cell_id, ROLE_LABEL: "verify", OWNER_LABEL: owner()},
+            # Only what the image itself sets: nothing from the host leaks in.
+            environment={},
+            volumes=None
+            if copy
+            else {
+                str(archive.resolve()): {"bind": ARCHIVE_IN_CONTAINER, "mode": "ro"},
+                str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
+            },
+            network_disabled=True,
+            working_dir="/tmp",
+            platform=arch.docker_platform,
+            detach=True,
+        )
+        if copy:
+            _copy_in(container, archive)
+        container.start()
+        status = container.wait()
+        code = int(status.get("StatusCode", -1))
+        stdout = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
+        stderr = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
+    except docker.errors.ImageNotFound:
+        raise DockerError(
+            f"image {image} for the {stage} verification is not present",
+            hint="build it first: images.ensure_image(...) with the stack's run/builder plan",
+        ) from None
+    except docker.errors.APIError as exc:
+        raise DockerError(
+            f"the engine refused the {stage} verification container: {exc.explanation or exc}"
+        ) from None
+    finally:
+        if container is not None:
+            _remove(container)
+    log.write(stdout)
+    if stderr:
+        log.write("# stderr\n" + stderr)
+    log.write(f"# stage {stage}: exit {code} after {time.monotonic() - started:.1f} s\n")
+    output = parse_script_output(stdout)
+    if code != 0 or not output.done:
+        tail = " | ".join(line.strip() for line in stderr.splitlines()[-3:] if line.strip())
+        output.checks.append(
+            CheckResult(
+                name=f"script:{stage}",
+                ok=False,
+                detail=f"{VERIFY_SCRIPT} {stage} stopped early (exit {code}): {tail}",
+            )
+        )
+    return output
+
+
+def _copy_in(container: Container, archive: Path) -> None:
+    """For an engine on another machine (no shared filesystem): one tar with the archive and
+    the recipe, put into the created container before it starts."""
+    with tempfile.TemporaryFile() as bundle:
+        with tarfile.open(fileobj=bundle, mode="w") as tar:
+            tar.add(archive, arcname=ARCHIVE_IN_CONTAINER.lstrip("/"))
+            tar.add(RECIPE_DIR, arcname="farm/recipe", filter=_no_pycache)
+        bundle.seek(0)
+        if not container.put_archive("/", bundle):
+            raise DockerError(f"the engine did not accept the inputs for {container.name}")
+
+
+def _no_pycache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    return None if "__pycache__" in info.name.split("/") else info
+
+
+def _remove(container: Container) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise
+
+
+def leftover_verify_containers(
+    client: DockerClient, *, owner_pid: int | None = None
+) -> list[Container]:
+    """Verification containers still known to the engine (for tests and clean-up)."""
+    labels = [f"{ROLE_LABEL}=verify"]
+    if owner_pid is not None:
+        labels.append(f"{OWNER_LABEL}={owner(owner_pid)}")
+    return list(client.containers.list(all=True, filters={"label": labels}))
+
+
+# --- the whole verification ------------------------------------------------------------------
+
+
+def verify_archive(
+    client: DockerClient,
+    *,
+    archive: Path,
+    metadata: dict[str, Any],
+    run_image: str,
+    builder_image: str,
+    expected_modules: Sequence[str],
+    log_path: Path,
+    transfer: Transfer = "auto",
+) -> VerificationReport:
+    """Run every check on `archive`; never raises for a failed check (see raise_for_failures).
+
+    `metadata` is the archive's record (metadata.build_record): its major/minor and arch say
+    what to expect and its sha256 must match the archive. Raises DockerError when the engine
+    cannot run the containers and VerificationError when the archive cannot be read at all.
+    """
+    started = time.monotonic()
+    arch = Arch(metadata["arch"])
+    major_minor = f"{metadata['major']}.{metadata['minor']}"
+    cell_id = str(metadata.get("cell") or archive.name)
+    # Bind mounts need the engine on this machine; a remote one (ssh://...) gets copies.
+    copy = transfer == "copy" or (transfer == "auto" and not is_local_engine(client))
+    checks: list[CheckResult] = []
+    warnings: list[str] = []
+    packages: set[str] = set()
+
+    checks.append(_checksum_check(archive, metadata.get("sha256")))
+    scan = scan_archive(archive)
+    checks.extend(audit_checks(scan, major_minor=major_minor, arch=arch))
+    warnings.extend(
+        f"{name} names the build directory ({marker})" for name, marker in scan.build_path_hits
+    )
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"# verify {archive} ({cell_id})\n")
+        for check in checks:
+            log.write(_format_check(check))
+        stages: tuple[tuple[Stage, str, list[str]], ...] = (
+            ("runtime", run_image, list(expected_modules)),
+            ("extension", builder_image, []),
+        )
+        for stage, image, modules in stages:
+            output = _run_stage(
+                client,
+                stage=stage,
+                image=image,
+                archive=archive,
+                arch=arch,
+                major_minor=major_minor,
+                modules=modules,
+                cell_id=cell_id,
+                copy=copy,
+                log=log,
+            )
+            checks.extend(output.checks)
+            warnings.extend(output.warnings)
+            packages.update(output.packages)
+        seconds = time.monotonic() - started
+        log.write(f"# {sum(c.ok for c in checks)}/{len(checks)} checks passed in {seconds:.1f} s\n")
+        for warning in warnings:
+            log.write(f"# warning: {warning}\n")
+    return VerificationReport(
+        checks=checks,
+        runtime_packages=sorted(packages),
+        warnings=warnings,
+        needed={e.name: list(e.needed) for e in scan.elves},
+        seconds=seconds,
+        log_path=log_path,
+    )
+
+
+def metadata_path_for(archive: Path) -> Path:
+    """The record written beside an archive: python-X-....tar.zst -> python-X-....json."""
+    return archive.with_name(archive.name.removesuffix(".tar.zst") + ".json")
+
+
+def load_metadata(archive: Path) -> dict[str, Any]:
+    """The archive's metadata record, for verifying an archive built earlier."""
+    path = metadata_path_for(archive)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VerificationError(
+            f"{path}: no metadata record beside {archive.name}",
+            hint="verification needs the .json the build wrote; rebuild the cell",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise VerificationError(f"{path}: unreadable metadata record: {exc}") from None
+    if not isinstance(record, dict) or not {"arch", "major", "minor"} <= record.keys():
+        raise VerificationError(f"{path}: not a metadata record of the farm")
+    return record
+
+
+def _checksum_check(archive: Path, expected: object) -> CheckResult:
+    if not isinstance(expected, str):
+        return CheckResult(name="archive:sha256", ok=False, detail="metadata has no sha256")
+    try:
+        actual = sha256_of(archive)
+    except PackagingError as exc:
+        raise VerificationError(str(exc)) from None
+    if actual != expected:
+        return CheckResult(
+            name="archive:sha256",
+            ok=False,
+            detail=f"archive is {actual}, metadata says {expected}",
+        )
+    return CheckResult(name="archive:sha256", ok=True, detail=actual)
+
+
+def _format_check(check: CheckResult) -> str:
+    return f"CHECK {check.name} {'ok' if check.ok else 'fail'} {check.detail}\n"
+
+
+def summary_lines(report: VerificationReport) -> Iterable[str]:
+    """Human-readable lines for the CLI: one per check, then warnings and packages."""
+    for check in report.checks:
+        yield f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}"
+    for warning in report.warnings:
+        yield f"warning: {warning}"
+    yield f"runtime packages: {' '.join(report.runtime_packages) or '(none)'}"

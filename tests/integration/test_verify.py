@@ -1,0 +1,235 @@
+"""Verification on the real engine: the e2e runtime passes; deliberately broken ones fail,
+each naming its problem."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+from docker import DockerClient
+
+from orchestrator.archive import pack_tree
+from orchestrator.errors import VerificationError
+from orchestrator.verify import (
+    VerificationReport,
+    leftover_verify_containers,
+    raise_for_failures,
+    verify_archive,
+)
+from tests.integration.support import E2EBuild
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def metadata(e2e_build: E2EBuild) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(e2e_build.metadata.read_text())
+    return record
+
+
+def _verify(
+    client: DockerClient,
+    archive: Path,
+    metadata: dict[str, Any],
+    *,
+    run_image: str,
+    builder_image: str,
+    log_path: Path,
+) -> VerificationReport:
+    report = verify_archive(
+        client,
+        archive=archive,
+        metadata=metadata,
+        run_image=run_image,
+        builder_image=builder_image,
+        expected_modules=metadata["expected_modules"],
+        log_path=log_path,
+    )
+    assert not leftover_verify_containers(client, owner_pid=os.getpid())
+    return report
+
+
+def _broken(
+    e2e_build: E2EBuild, metadata: dict[str, Any], tmp_path: Path, damage: Callable[[Path], None]
+) -> tuple[Path, dict[str, Any]]:
+    """A copy of the e2e install tree, damaged, repacked, with a metadata record to match."""
+    tree = tmp_path / "tree"
+    shutil.copytree(e2e_build.tree, tree, symlinks=True)
+    damage(tree)
+    # Any zstd level unpacks the same; 3 keeps the test fast.
+    info = pack_tree(tree, tmp_path / e2e_build.archive.name, source_date_epoch=0, level=3)
+    return info.path, {**metadata, "sha256": info.sha256, "size": info.size}
+
+
+def _failure_message(report: VerificationReport) -> str:
+    with pytest.raises(VerificationError) as caught:
+        raise_for_failures(report, what="broken runtime")
+    assert caught.value.exit_code == 9
+    return str(caught.value)
+
+
+def test_the_e2e_runtime_passes(
+    e2e_build: E2EBuild,
+    metadata: dict[str, Any],
+    docker_client: DockerClient,
+    run_image_debian12: str,
+    builder_image_debian12: str,
+    tmp_path: Path,
+) -> None:
+    report = _verify(
+        docker_client,
+        e2e_build.archive,
+        metadata,
+        run_image=run_image_debian12,
+        builder_image=builder_image_debian12,
+        log_path=tmp_path / "verify.log",
+    )
+    raise_for_failures(report, what=e2e_build.archive.name)  # names any failure on its own
+    assert report.ok
+    names = {check.name for check in report.checks}
+    expected = {
+        "archive:sha256",
+        "elf:rpath",
+        "elf:stripped",
+        "exec:python3.13",
+        "config:prefix",
+        "sys:prefix",
+        "bin:entries",
+        "ldd",
+        "roundtrip:sqlite3",
+        "recursion:thread",
+        "venv:pip",
+        "sysconfig:flags",
+        "cext:import",
+        "embed:run",
+    } | {f"import:{module}" for module in metadata["expected_modules"]}
+    assert expected <= names, expected - names
+    assert {"libc6", "libssl3", "libsqlite3-0", "zlib1g", "libffi8"} <= set(
+        report.runtime_packages
+    ), report.runtime_packages
+    assert all(":" not in package for package in report.runtime_packages)
+    assert "libpython3.13.so.1.0" in report.needed["bin/python3.13"]
+    assert report.log_path is not None and "CHECK ldd ok" in report.log_path.read_text()
+
+
+def test_a_missing_module_fails_naming_it(
+    e2e_build: E2EBuild,
+    metadata: dict[str, Any],
+    docker_client: DockerClient,
+    run_image_debian12: str,
+    builder_image_debian12: str,
+    tmp_path: Path,
+) -> None:
+    def remove_ssl(tree: Path) -> None:
+        modules = list((tree / "lib" / "python3.13" / "lib-dynload").glob("_ssl*.so"))
+        assert modules
+        for module in modules:
+            module.unlink()
+
+    archive, record = _broken(e2e_build, metadata, tmp_path, remove_ssl)
+    report = _verify(
+        docker_client,
+        archive,
+        record,
+        run_image=run_image_debian12,
+        builder_image=builder_image_debian12,
+        log_path=tmp_path / "verify.log",
+    )
+    message = _failure_message(report)
+    assert "import:ssl (" in message and "No module named '_ssl'" in message, message
+    # The damage stays where it is: everything unrelated still passes.
+    passed = {check.name for check in report.checks if check.ok}
+    assert {"import:sqlite3", "ldd", "cext:import", "elf:rpath"} <= passed, message
+
+
+@pytest.fixture
+def run_image_without_sqlite(docker_client: DockerClient, run_image_debian12: str) -> Iterator[str]:
+    """The run image minus libsqlite3-0 (purged offline, dependants left broken)."""
+    container = docker_client.containers.run(
+        run_image_debian12,
+        ["dpkg", "--purge", "--force-depends", "libsqlite3-0"],
+        network_disabled=True,
+        detach=True,
+    )
+    try:
+        status = container.wait()
+        assert status["StatusCode"] == 0, container.logs().decode()
+        image = container.commit(
+            repository="python-farm-test/run-no-sqlite", tag=secrets.token_hex(4)
+        )
+    finally:
+        container.remove(force=True)
+    try:
+        yield str(image.id)
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(str(image.id), force=True)
+
+
+def test_a_library_absent_from_the_run_image_fails_ldd(
+    e2e_build: E2EBuild,
+    metadata: dict[str, Any],
+    docker_client: DockerClient,
+    run_image_without_sqlite: str,
+    builder_image_debian12: str,
+    tmp_path: Path,
+) -> None:
+    report = _verify(
+        docker_client,
+        e2e_build.archive,
+        metadata,
+        run_image=run_image_without_sqlite,
+        builder_image=builder_image_debian12,
+        log_path=tmp_path / "verify.log",
+    )
+    message = _failure_message(report)
+    ldd = next(check for check in report.checks if check.name == "ldd")
+    assert not ldd.ok
+    assert "ldd (lib/python3.13/lib-dynload/_sqlite3." in message, message
+    assert "libsqlite3.so.0 not found" in message, message
+    assert "import:sqlite3" in message, message
+    assert "libsqlite3-0" not in report.runtime_packages
+
+
+def test_an_absolute_rpath_fails_the_audit(
+    e2e_build: E2EBuild,
+    metadata: dict[str, Any],
+    docker_client: DockerClient,
+    run_image_debian12: str,
+    builder_image_debian12: str,
+    tmp_path: Path,
+) -> None:
+    patchelf = shutil.which("patchelf")
+    if patchelf is None:
+        pytest.fail("patchelf is needed (scripts/setup-host.sh installs it)", pytrace=False)
+
+    def absolute_rpath(tree: Path) -> None:
+        subprocess.run(
+            [patchelf, "--set-rpath", "/opt/python-farm/lib", str(tree / "bin" / "python3.13")],
+            check=True,
+        )
+
+    archive, record = _broken(e2e_build, metadata, tmp_path, absolute_rpath)
+    report = _verify(
+        docker_client,
+        archive,
+        record,
+        run_image=run_image_debian12,
+        builder_image=builder_image_debian12,
+        log_path=tmp_path / "verify.log",
+    )
+    message = _failure_message(report)
+    assert "elf:rpath (bin/python3.13: " in message, message
+    assert "/opt/python-farm/lib (absolute)" in message, message
+    # /opt/python-farm/lib does not exist where the runtime is unpacked: it cannot even start.
+    assert "exec:python3.13" in message, message
+    assert "libpython3.13.so.1.0: cannot open shared object file" in message, message
