@@ -11,7 +11,6 @@ place only once complete, so the destination never holds a partial archive.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import posixpath
@@ -26,6 +25,7 @@ from typing import IO, BinaryIO, cast
 import zstandard
 
 from orchestrator.errors import PackagingError
+from orchestrator.fsutil import fsync_dir
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -141,7 +141,7 @@ def pack_tree(
         # Includes KeyboardInterrupt: never leave a temp file behind.
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return ArchiveInfo(path=dest, sha256=sink.hexdigest(), size=sink.size, members=members)
 
 
@@ -355,14 +355,4 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable; not every filesystem allows opening a directory, so best effort.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_dir(path.parent)

@@ -160,7 +160,7 @@ def run_build_container(
             ) from None
         finally:
             if container is not None:
-                _remove(container)
+                remove_container(container)
         seconds = time.monotonic() - started
         log.write(f"# exit {code} after {seconds:.0f} s\n")
     if code != 0:
@@ -217,7 +217,8 @@ def _copy_out(container: Container, prefix_dir: Path) -> None:
     shutil.rmtree(staging)
 
 
-def _remove(container: Container) -> None:
+def remove_container(container: Container) -> None:
+    """Force-remove; a container already gone (or going) is fine."""
     try:
         container.remove(force=True)
     except docker.errors.NotFound:

@@ -7,7 +7,6 @@ is renamed into place, so the cache never holds a wrong or half-written tarball.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
@@ -31,6 +30,7 @@ from tenacity import (
 )
 
 from orchestrator.errors import SourceError
+from orchestrator.fsutil import fsync_dir
 from orchestrator.matrix import PythonSource
 
 CHUNK_SIZE = 1024 * 1024
@@ -184,16 +184,6 @@ def _stream(url: str, out: BinaryIO, tmp: Path, timeout: float) -> tuple[str, in
     return digest.hexdigest(), size
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable; not every filesystem allows opening a directory, so best effort.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | _Mismatch:
     """One attempt: stream `url` next to `final`; rename into place only if the hash matches.
 
@@ -221,7 +211,7 @@ def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | 
             # _stream turns network OSErrors into _MirrorFailed; this one is the local disk.
             raise SourceError(f"cannot write {final}: {exc.strerror or exc}") from None
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return size
 
 

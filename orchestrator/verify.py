@@ -42,6 +42,7 @@ from orchestrator.cellbuild import (
     Transfer,
     is_local_engine,
     owner,
+    remove_container,
 )
 from orchestrator.elfaudit import ArchiveScan, ElfInfo, scan_archive
 from orchestrator.errors import DockerError, PackagingError, VerificationError
@@ -344,7 +345,7 @@ def _run_stage(
         ) from None
     finally:
         if container is not None:
-            _remove(container)
+            remove_container(container)
     log.write(stdout)
     if stderr:
         log.write("# stderr\n" + stderr)
@@ -376,16 +377,6 @@ def _copy_in(container: Container, archive: Path) -> None:
 
 def _no_pycache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return None if "__pycache__" in info.name.split("/") else info
-
-
-def _remove(container: Container) -> None:
-    try:
-        container.remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        if "already in progress" not in str(exc):
-            raise
 
 
 def leftover_verify_containers(
