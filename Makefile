@@ -9,8 +9,10 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 CELL        ?= 3.13.5-debian-12-amd64
 PROFILE     ?= fast
-# SUITE:ARCH pairs of local Debian base images (no registry is reachable here).
-BASE_IMAGES ?= bookworm:amd64 bookworm:arm64
+# SUITE:ARCH pairs of local Debian base images (no registry is reachable here): what the
+# default cell needs, and what the tests need (debian-13 for nightly, arm64 under qemu).
+BUILD_BASE_IMAGES ?= bookworm:amd64
+TEST_BASE_IMAGES  ?= bookworm:amd64 bookworm:arm64 trixie:amd64
 PYTEST_ARGS ?=
 
 .PHONY: help setup host venv base-images render build test test-unit lint bench clean
@@ -31,13 +33,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
-base-images: host ## local Debian base images via debootstrap (BASE_IMAGES="bookworm:amd64 ...")
-	@bash scripts/make-base-images.sh $(BASE_IMAGES)
+base-images: host ## local Debian base images via debootstrap (all the tests need)
+	@bash scripts/make-base-images.sh $(TEST_BASE_IMAGES)
 
 render: venv ## render templates/ into dockerfiles/ (commit the result)
 	$(BIN)/orchestrator render
 
-build: setup base-images ## build CELL (default 3.13.5-debian-12-amd64, PROFILE fast) and publish it
+build: setup ## build CELL (default 3.13.5-debian-12-amd64, PROFILE fast) and publish it
+	@bash scripts/make-base-images.sh $(BUILD_BASE_IMAGES)
 	$(BIN)/orchestrator build $(CELL) --profile $(PROFILE) --publish
 
 test: setup base-images ## every test: unit, integration on the real engine, end to end

@@ -253,6 +253,12 @@ def fetch(context: Context, versions: tuple[str, ...]) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Show phases only; full output in the log.")
 @click.option("--publish", "then_publish", is_flag=True, help="Publish each cell once built.")
 @click.option(
+    "--engine",
+    multiple=True,
+    metavar="ARCH=URL",
+    help="Docker endpoint for an arch, e.g. arm64=ssh://arm64-builder (repeatable).",
+)
+@click.option(
     "--skip-unchanged",
     is_flag=True,
     help="With --publish: skip a cell whose published fingerprint equals its own.",
@@ -272,23 +278,27 @@ def build(
     quiet: bool,
     then_publish: bool,
     skip_unchanged: bool,
+    engine: tuple[str, ...],
     **target: Any,
 ) -> None:
-    """Build CELLS (ids or glob selectors) end to end.
+    """Build CELLS (ids or glob selectors) end to end; with --publish, publish each.
 
     For each cell: fetch and verify the source, build (or reuse) the stack's builder image
     with buildx, compile CPython in one container (no network, source read-only), check the
-    expected modules, then pack OUT/artifacts/python-...tar.zst with .sha256 and .json.
-    Live output also goes to OUT/logs/<cell>.log. With no CELLS, builds the default cell
+    expected modules, pack OUT/artifacts/python-...tar.zst with .sha256, verify the runtime
+    (see `orchestrator verify --help`), then write the .json. Live output also goes to
+    OUT/logs/<cell>.log. A published archive with other bytes is only replaced with
+    --force. Cells of an arch mapped to another engine (matrix.yaml `engines:` or --engine)
+    build there. With no CELLS, builds the default cell
     """
     # Imported here so `plan` and `render` start fast without the docker SDK.
     from orchestrator.build import BuildOptions, build_cell, prepare_cell
     from orchestrator.cellbuild import Limits
-    from orchestrator.engine import connect
+    from orchestrator.engine import EnginePool, parse_engine_options
 
     matrix = context.matrix
     selected = matrix.select(cells or (DEFAULT_CELL,))
-    client = connect()
+    engines = EnginePool({**matrix.model.engines, **parse_engine_options(engine)})
     options = BuildOptions(
         profile=profile,
         jobs=jobs,
@@ -310,6 +320,7 @@ def build(
         published = published_fingerprints(open_store(resolved), resolved.prefix)
     for cell in selected:
         progress, echo = _cell_progress(cell)
+        client = engines.client(cell.arch)
         prepared = prepare_cell(matrix, cell, client=client, options=options)
         if published.get(cell.archive_name) == prepared.fingerprint and not target["force"]:
             progress(f"skipped: published with the same fingerprint {prepared.fingerprint[:16]}")
@@ -323,6 +334,7 @@ def build(
             progress=progress,
             echo=None if quiet else echo,
             prepared=prepared,
+            docker_host=engines.url(cell.arch),
         )
         click.echo(
             f"{result.archive.path}  {result.archive.size / 1e6:.1f} MB  "
@@ -685,7 +697,7 @@ def _rebuild_and_compare(
     )
 
 
-build.help = (build.help or "") + f" ({DEFAULT_CELL}).\n"
+build.help = (build.help or "").rstrip() + f" ({DEFAULT_CELL}).\n"
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
