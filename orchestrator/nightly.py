@@ -256,7 +256,7 @@ class Nightly:
 
     def _kill_running(self) -> None:
         """Remove every build container this process owns; their workers then fail fast."""
-        for arch in {item for item in Arch}:
+        for arch in Arch:
             try:
                 client = self.client_for(arch)
             except FarmError:
