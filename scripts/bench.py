@@ -252,6 +252,9 @@ larger than the overhead being measured, and the minimum is the least noisy esti
 | verification (two containers + ELF audit; from that run's metadata) | {v:.1f} s |
 | orchestration overhead = end to end - bare - packing - verification | {overhead:+.1f} s = {100 * overhead / b:+.1f} % (target <= 2 %) |
 | including packing and verification | {o - b:+.1f} s = {100 * (o - b) / b:+.1f} % |
+| run-to-run spread (max - min) | orchestrator {max(orchestrated) - min(orchestrated):.1f} s, bare {max(bare) - min(bare):.1f} s |
+
+{_noise_sentence(overhead, max(max(orchestrated) - min(orchestrated), max(bare) - min(bare)))}
 
 Orchestration covers the fingerprint, source check, image lookup, creating and removing the
 container through the SDK, streaming its log, and the metadata. Packing and verification are
@@ -262,6 +265,16 @@ Machine: {machine()}.
 """
     write_section("overhead", body)
     print(body)
+
+
+def _noise_sentence(overhead: float, spread: float) -> str:
+    if abs(overhead) <= spread:
+        return (
+            f"The overhead ({overhead:+.1f} s) is within the run-to-run spread ({spread:.1f} s) "
+            "of the compile itself: it cannot be told apart from noise on this machine, i.e. it "
+            "is below what a 2-run measurement resolves."
+        )
+    return f"The overhead ({overhead:+.1f} s) exceeds the run-to-run spread ({spread:.1f} s)."
 
 
 def main() -> None:
