@@ -25,7 +25,7 @@ from typing import IO, BinaryIO, cast
 import zstandard
 
 from orchestrator.errors import PackagingError
-from orchestrator.fsutil import fsync_dir
+from orchestrator.fsutil import fsync_dir, write_atomic
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -336,23 +336,6 @@ def _kind(mode: int) -> str:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+        write_atomic(path, data)
     except OSError as exc:
-        raise PackagingError(
-            f"cannot create a file in {path.parent}: {exc.strerror or exc}"
-        ) from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PackagingError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -29,6 +29,9 @@ from orchestrator.errors import (
 from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix, load_matrix
 from orchestrator.render import stale_files, write_rendered
+
+if TYPE_CHECKING:
+    from orchestrator.target import PublishTarget
 
 DEFAULT_CELL = "3.13.5-debian-12-amd64"
 
@@ -87,6 +90,19 @@ def publish_options(command: F) -> F:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _resolve_target(context: Context, target: dict[str, Any]) -> PublishTarget:
+    """matrix.yaml `publish:` < FARM_PUBLISH_* < flags; --force/--dry-run are not target."""
+    from orchestrator.target import resolve_target
+
+    overrides = {k: v for k, v in target.items() if k not in ("force", "dry_run")}
+    return resolve_target(
+        context.matrix.model.publish,
+        root=context.matrix.root,
+        out_dir=context.layout.out_dir,
+        **overrides,
+    )
 
 
 @click.group(
@@ -309,14 +325,9 @@ def build(
     published: dict[str, str] = {}
     if skip_unchanged and then_publish:
         from orchestrator.nightly import published_fingerprints
-        from orchestrator.target import open_store, resolve_target
+        from orchestrator.target import open_store
 
-        resolved = resolve_target(
-            matrix.model.publish,
-            root=matrix.root,
-            out_dir=context.layout.out_dir,
-            **{k: v for k, v in target.items() if k not in ("force", "dry_run")},
-        )
+        resolved = _resolve_target(context, target)
         published = published_fingerprints(open_store(resolved), resolved.prefix)
     for cell in selected:
         progress, echo = _cell_progress(cell)
@@ -379,16 +390,10 @@ def publish(context: Context, /, cells: tuple[str, ...], **target: Any) -> None:
 
 def _publish_cells(context: Context, cells: list[Cell], **target: Any) -> None:
     from orchestrator.publish import Publisher, load_artifact
-    from orchestrator.target import open_store, resolve_target
+    from orchestrator.target import open_store
 
-    force = bool(target.pop("force"))
-    dry_run = bool(target.pop("dry_run"))
-    resolved = resolve_target(
-        context.matrix.model.publish,
-        root=context.matrix.root,
-        out_dir=context.layout.out_dir,
-        **target,
-    )
+    force, dry_run = bool(target["force"]), bool(target["dry_run"])
+    resolved = _resolve_target(context, target)
     _say(f"publishing to {resolved.describe()}")
     store = open_store(resolved, on_retry=lambda line: _say(f"retry: {line}"))
     publisher = Publisher(store, prefix=resolved.prefix, progress=_say)
@@ -479,12 +484,11 @@ def nightly(
         write_report,
     )
     from orchestrator.publish import Publisher
-    from orchestrator.target import open_store, resolve_target
+    from orchestrator.target import open_store
 
     matrix = context.matrix
     cells = matrix.select(selectors)
-    force = bool(target.pop("force"))
-    dry_run = bool(target.pop("dry_run"))
+    force, dry_run = bool(target["force"]), bool(target["dry_run"])
     machine = Machine.this()
     jobs = jobs or machine.default_jobs()
     build_options = with_limits(
@@ -496,9 +500,7 @@ def nightly(
     reporter = make_reporter([c.id for c in cells])
     publisher = None
     if not no_publish:
-        resolved = resolve_target(
-            matrix.model.publish, root=matrix.root, out_dir=context.layout.out_dir, **target
-        )
+        resolved = _resolve_target(context, target)
         reporter.message(f"publishing to {resolved.describe()}")
         store = open_store(resolved, on_retry=lambda line: reporter.message(f"retry: {line}"))
         publisher = Publisher(store, prefix=resolved.prefix, progress=reporter.message)
@@ -550,15 +552,10 @@ def check_manifest(context: Context, /, selectors: tuple[str, ...], **target: An
     """
     from orchestrator.errors import PublishError
     from orchestrator.publish import check_published
-    from orchestrator.target import open_store, resolve_target
+    from orchestrator.target import open_store
 
-    target.pop("force")
-    target.pop("dry_run")
-    matrix = context.matrix
-    cells = matrix.select(selectors)
-    resolved = resolve_target(
-        matrix.model.publish, root=matrix.root, out_dir=context.layout.out_dir, **target
-    )
+    cells = context.matrix.select(selectors)
+    resolved = _resolve_target(context, target)
     problems = check_published(
         open_store(resolved), resolved.prefix, [c.archive_name for c in cells]
     )

@@ -7,13 +7,12 @@ farm itself needs: the fingerprint (to skip unchanged cells) and the exact build
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from orchestrator.archive import ArchiveInfo
 from orchestrator.buildspec import BuildSpec
+from orchestrator.fsutil import write_atomic
 
 METADATA_FORMAT = 1
 
@@ -112,14 +111,4 @@ def build_record(
 
 
 def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())

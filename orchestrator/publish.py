@@ -37,7 +37,13 @@ from orchestrator.manifest import (
     uv_key,
     uv_metadata_key,
 )
-from orchestrator.store import ObjectExists, ObjectStore, PreconditionFailed, StoredObject
+from orchestrator.store import (
+    ObjectExists,
+    ObjectStore,
+    PreconditionFailed,
+    StoredObject,
+    sha256_hex,
+)
 
 Action = Literal["uploaded", "unchanged", "replaced", "dry-run"]
 Progress = Callable[[str], None]
@@ -148,7 +154,7 @@ class Publisher:
 
         # Read-back before any manifest may point at these objects.
         self.store.verify(archive_key, artifact.archive, sha256=artifact.sha256)
-        self.store.verify(sha_key, sha_body, sha256=_sha(sha_body))
+        self.store.verify(sha_key, sha_body, sha256=sha256_hex(sha_body))
         self.progress(f"verified {self.store.describe(archive_key)} by read-back")
 
         entry = manifest_entry(
@@ -212,7 +218,7 @@ class Publisher:
         return existing
 
     def _put_sidecar(self, key: str, body: bytes, *, overwrite: bool) -> None:
-        sha = _sha(body)
+        sha = sha256_hex(body)
         content_type = CONTENT_TYPES[".json" if key.endswith(".json") else ".sha256"]
         try:
             self.store.put(key, body, sha256=sha, content_type=content_type, create_only=True)
@@ -241,7 +247,7 @@ class Publisher:
             body = dumps(updated)
             try:
                 self.store.put(
-                    key, body, sha256=_sha(body), content_type=CONTENT_TYPES[".json"],
+                    key, body, sha256=sha256_hex(body), content_type=CONTENT_TYPES[".json"],
                     if_match=found[1] if found else None, create_only=found is None,
                 )  # fmt: skip
                 self.progress(f"updated {self.store.describe(key)}")
@@ -264,12 +270,6 @@ def _keep_published_at(
             if existing.get("name") == entry["name"] and existing.get("sha256") == entry["sha256"]:
                 entry = {**entry, "published_at": existing.get("published_at")}
     return merge_manifest(current, entry)
-
-
-def _sha(body: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(body).hexdigest()
 
 
 def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -> list[str]:

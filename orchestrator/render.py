@@ -6,14 +6,13 @@ keeps them honest (CI fails when they drift from the templates and matrix.yaml).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from orchestrator.errors import ConfigError
+from orchestrator.fsutil import write_atomic
 from orchestrator.matrix import Matrix
 
 TEMPLATE_NAME = "Dockerfile.j2"
@@ -87,17 +86,8 @@ def write_rendered(matrix: Matrix) -> list[Path]:
             and rendered.path.read_text(encoding="utf-8") == rendered.content
         ):
             continue
-        rendered.path.parent.mkdir(parents=True, exist_ok=True)
-        # Temp file + rename: an interrupted render never leaves half a Dockerfile.
-        fd, tmp = tempfile.mkstemp(dir=rendered.path.parent, prefix=".Dockerfile.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(rendered.content)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, rendered.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # An interrupted render never leaves half a Dockerfile.
+        write_atomic(rendered.path, rendered.content.encode())
         written.append(rendered.path)
     return written
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +18,9 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
+from orchestrator.archive import sha256_of
 from orchestrator.errors import PublishError
+from orchestrator.fsutil import write_atomic
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,11 +76,7 @@ class ObjectStore(Protocol):
 def sha256_hex(source: Path | bytes) -> str:
     if isinstance(source, bytes):
         return hashlib.sha256(source).hexdigest()
-    digest = hashlib.sha256()
-    with source.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(source)
 
 
 class DirectoryStore:
@@ -165,14 +161,14 @@ class DirectoryStore:
                 raise ObjectExists(f"{self.describe(key)} already exists")
             if if_match is not None and (current is None or current.etag != if_match):
                 raise PreconditionFailed(f"{self.describe(key)} changed since it was read")
-            self._write(path, source)
+            write_atomic(path, source)
             record = {
                 "etag": actual,
                 "sha256": actual,
                 "content_type": content_type,
                 "metadata": dict(metadata or {}),
             }
-            self._write(self._meta_path(key), json.dumps(record).encode())
+            write_atomic(self._meta_path(key), json.dumps(record).encode())
         return StoredObject(
             key=key, size=path.stat().st_size, etag=actual, sha256=actual,
             metadata=dict(metadata or {}),
@@ -190,23 +186,3 @@ class DirectoryStore:
                 f"{stored_sha256}, expected {size} bytes sha256 {sha256}"
             )
         return found
-
-    @staticmethod
-    def _write(path: Path, source: Path | bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(source, bytes):
-                    out.write(source)
-                else:
-                    with source.open("rb") as handle:
-                        while chunk := handle.read(1 << 20):
-                            out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
