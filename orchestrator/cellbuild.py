@@ -25,7 +25,14 @@ import docker.errors
 from docker import DockerClient
 from docker.models.containers import Container
 
-from orchestrator.buildspec import BUILD_SCRIPT, INSTALL_PREFIX, RECIPE_DIR, BuildSpec
+from orchestrator.buildspec import (
+    BUILD_SCRIPT,
+    INSTALL_PREFIX,
+    RECIPE_DIR,
+    BuildSpec,
+    installed_recipe_digest,
+    recipe_digest,
+)
 from orchestrator.errors import CellBuildError, DockerError
 from orchestrator.images import LABEL_PREFIX
 
@@ -95,6 +102,7 @@ def run_build_container(
     copy = transfer == "copy" or (transfer == "auto" and not is_local_engine(client))
     source_in_container = f"/farm/source/{source.name}"
     spec.write_spec_files(spec_dir)
+    recipe_dir = _snapshot_recipe(spec_dir.parent / "recipe")
     prefix_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -119,7 +127,7 @@ def run_build_container(
                 if copy
                 else {
                     str(source.resolve()): {"bind": source_in_container, "mode": "ro"},
-                    str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
+                    str(recipe_dir.resolve()): {"bind": "/farm/recipe", "mode": "ro"},
                     str(spec_dir.resolve()): {"bind": "/farm/spec", "mode": "ro"},
                     str(prefix_dir.resolve()): {"bind": INSTALL_PREFIX, "mode": "rw"},
                 },
@@ -134,7 +142,13 @@ def run_build_container(
             )
             if copy:
                 phase = "copy inputs in"
-                _copy_in(container, source=source, spec_dir=spec_dir, scratch=log_path.parent)
+                _copy_in(
+                    container,
+                    source=source,
+                    recipe_dir=recipe_dir,
+                    spec_dir=spec_dir,
+                    scratch=log_path.parent,
+                )
             phase = "start"
             container.start()
             for line in _lines(container.logs(stream=True, follow=True)):
@@ -178,7 +192,24 @@ def run_build_container(
     return CellRun(seconds=seconds, last_phase=phase)
 
 
-def _copy_in(container: Container, *, source: Path, spec_dir: Path, scratch: Path) -> None:
+def _snapshot_recipe(dest: Path) -> Path:
+    """A private copy of the recipe for one container. Bash reads a script as it runs, so a
+    recipe edited in place during a build (or a checkout switching branches) would otherwise
+    be half-read by that build."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(RECIPE_DIR, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    # The fingerprint was computed from the recipe as it was when this run started.
+    if recipe_digest(dest) != installed_recipe_digest():
+        raise CellBuildError(
+            f"{RECIPE_DIR} changed while this run was going on",
+            hint="finish editing the recipe, then run again (the fingerprint must match it)",
+        )
+    return dest
+
+
+def _copy_in(
+    container: Container, *, source: Path, recipe_dir: Path, spec_dir: Path, scratch: Path
+) -> None:
     """One tar with /farm/{source,recipe,spec} and an empty prefix the build user owns."""
     uid, gid = os.getuid(), os.getgid()
 
@@ -189,7 +220,7 @@ def _copy_in(container: Container, *, source: Path, spec_dir: Path, scratch: Pat
     with tempfile.TemporaryFile(dir=scratch) as bundle:
         with tarfile.open(fileobj=bundle, mode="w") as tar:
             tar.add(source, arcname=f"farm/source/{source.name}", filter=owned)
-            tar.add(RECIPE_DIR, arcname="farm/recipe", filter=owned)
+            tar.add(recipe_dir, arcname="farm/recipe", filter=owned)
             tar.add(spec_dir, arcname="farm/spec", filter=owned)
             prefix = tarfile.TarInfo(INSTALL_PREFIX.lstrip("/"))
             prefix.type, prefix.mode = tarfile.DIRTYPE, 0o755
