@@ -55,7 +55,7 @@ lint: venv ## ruff, mypy --strict, and the rendered-Dockerfile check
 	$(BIN)/mypy
 	$(BIN)/orchestrator render --check
 
-bench: setup base-images ## benchmarks into docs/BENCHMARKS.md (run on a quiet machine)
+bench: setup base-images ## benchmarks into docs/BENCHMARKS.md (quiet machine; builds release+slim+fast once, ~1 h)
 	$(BIN)/python scripts/bench.py all
 
 clean: ## remove outputs and work trees (keeps the source cache and images)

@@ -50,6 +50,7 @@ class BuildSpec:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "configure-args").write_text("\n".join(self.configure_args) + "\n")
         (directory / "expected-modules").write_text("\n".join(self.expected_modules) + "\n")
+        (directory / "footprint.json").write_text(self.profile.footprint.model_dump_json() + "\n")
 
 
 def configure_args(cell: Cell, profile: Profile) -> tuple[str, ...]:

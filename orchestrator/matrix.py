@@ -107,11 +107,46 @@ def _select(entries: Sequence[PackageEntry], version: Version | None) -> list[st
     return names
 
 
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class Footprint(_Strict):
+    """What the recipe removes or reshapes after `make install` (orchestrator/recipe/footprint.py).
+
+    The defaults change nothing. Every option keeps Python whole: what stays imports and works,
+    and verification runs on the result like on any other runtime.
+    """
+
+    sourceless: list[str] = Field(
+        default_factory=list,
+        description="stdlib modules/packages shipped as bytecode only (data modules)",
+    )
+    ensurepip_wheels: bool = Field(
+        default=True, description="keep the pip wheel that `python -m venv` installs from"
+    )
+    drop_unusable: bool = Field(
+        default=False,
+        description="remove stdlib packages whose extension module was not built (tkinter...)",
+    )
+
+    @field_validator("sourceless")
+    @classmethod
+    def _module_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _MODULE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a module name (like 'pydoc_data' or 'a.b')")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return names
+
+
 class Profile(_Strict):
     description: str = ""
     pgo: bool
     lto: bool
     ensurepip: bool = Field(default=False, description="install pip into the runtime")
+    footprint: Footprint = Field(default_factory=Footprint)
 
 
 class BuildFlags(_Strict):

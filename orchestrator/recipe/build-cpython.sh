@@ -6,6 +6,7 @@
 #   /farm/recipe                 this directory (read-only)
 #   /farm/spec/configure-args    one ./configure argument per line (computed by orchestrator/buildspec.py)
 #   /farm/spec/expected-modules  one module per line that must import after the build
+#   /farm/spec/footprint.json    the profile's footprint settings (see footprint.py)
 #   $FARM_PREFIX                 the empty install prefix, a host directory (read-write)
 # and sets FARM_VERSION, FARM_JOBS, FARM_EXTRA_CFLAGS, FARM_LDFLAGS, FARM_BUILD_TYPE and
 # SOURCE_DATE_EPOCH.
@@ -81,6 +82,9 @@ ln -sfn python3 bin/python
 # header) written by the import system first; -f rewrites anything already there.
 phase "compile bytecode (level 0, unchecked-hash)"
 bin/python3 -B -m compileall -f -q -j 1 --invalidation-mode unchecked-hash "$stdlib" >/dev/null
+
+phase "footprint (profile settings: $(tr -d '\n' </farm/spec/footprint.json))"
+bin/python3 -I -B /farm/recipe/footprint.py /farm/spec/footprint.json "$stdlib"
 
 phase "check expected modules"
 bin/python3 -I /farm/recipe/check_modules.py "${expected_modules[@]}"

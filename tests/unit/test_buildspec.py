@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from orchestrator.buildspec import INSTALL_PREFIX, build_spec, configure_args, recipe_digest
@@ -50,6 +51,37 @@ def test_environment_and_spec_files(repo_root: Path, tmp_path: Path) -> None:
     spec.write_spec_files(tmp_path)
     assert (tmp_path / "configure-args").read_text().splitlines() == list(spec.configure_args)
     assert "ssl" in (tmp_path / "expected-modules").read_text().splitlines()
+    assert json.loads((tmp_path / "footprint.json").read_text()) == {
+        "sourceless": [],
+        "ensurepip_wheels": True,
+        "drop_unusable": False,
+    }
+
+
+def test_slim_differs_from_release_only_in_footprint(repo_root: Path, tmp_path: Path) -> None:
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    cell = matrix.cell("3.13.5-debian-12-amd64")
+    release, slim = build_spec(matrix, cell, "release"), build_spec(matrix, cell, "slim")
+    assert slim.configure_args == release.configure_args
+    assert (slim.extra_cflags, slim.ldflags) == (release.extra_cflags, release.ldflags)
+    footprint = slim.profile.footprint
+    assert footprint.sourceless == ["encodings", "pydoc_data"]
+    assert not footprint.ensurepip_wheels and footprint.drop_unusable
+    slim.write_spec_files(tmp_path)
+    assert json.loads((tmp_path / "footprint.json").read_text())["sourceless"] == [
+        "encodings",
+        "pydoc_data",
+    ]
+    # The footprint is part of the profile, so it is part of the fingerprint.
+    base = {
+        "recipe_version": 1,
+        "dockerfile_sha256": "d" * 64,
+        "base_image_id": "sha256:" + "b" * 64,
+        "recipe_sha256": "r" * 64,
+    }
+    assert fingerprint(fingerprint_inputs(slim, **base)) != fingerprint(  # type: ignore[arg-type]
+        fingerprint_inputs(release, **base)  # type: ignore[arg-type]
+    )
 
 
 def test_fingerprint_changes_with_each_input(repo_root: Path, tmp_path: Path) -> None:

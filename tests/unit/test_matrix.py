@@ -122,6 +122,18 @@ def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
         (_set(["default_profile"], "turbo"), r"default_profile 'turbo' is not one of"),
         (_set(["sources", "mirrors"], ["ftp://x/{version}"]), r"must start with https://"),
         (_set(["sources", "mirrors"], ["https://x/{vers}"]), r"unknown placeholder"),
+        (
+            _set(["profiles", "slim", "footprint", "strip_docs"], True),
+            r"profiles\.slim\.footprint\.strip_docs: unknown key",
+        ),
+        (
+            _set(["profiles", "slim", "footprint", "sourceless"], ["encodings", "encodings"]),
+            r"profiles\.slim\.footprint\.sourceless: .*listed more than once: encodings",
+        ),
+        (
+            _set(["profiles", "slim", "footprint", "sourceless"], ["../lib"]),
+            r"profiles\.slim\.footprint\.sourceless: .*'\.\./lib' is not a module name",
+        ),
     ],
 )
 def test_bad_matrix_gives_one_clear_line(
