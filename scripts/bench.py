@@ -2,7 +2,12 @@
 
     python scripts/bench.py noop       (a) no-op nightly over the full default matrix
     python scripts/bench.py overhead   (b) one cell: orchestrator vs a bare `docker run`
+    python scripts/bench.py footprint  (c) release vs slim: sizes and start-up time
+    python scripts/bench.py speed      (d) release (PGO + LTO) vs fast: pyperformance
     python scripts/bench.py all
+
+(c) and (d) build the runtimes they compare into out/bench/<profile> (a release build takes
+about 29 min on 2 cores) and reuse them while their inputs are unchanged.
 
 Each writes its section of docs/BENCHMARKS.md between markers, keeping the others.
 """
@@ -12,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,48 +27,16 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# benchlib puts the repository on sys.path, so it comes before the orchestrator imports.
+from benchlib import ORCHESTRATOR, REPO, machine, write_section
 
-from orchestrator.archive import pack_tree  # noqa: E402
-from orchestrator.build import BuildOptions, prepare_cell, source_date_epoch  # noqa: E402
-from orchestrator.buildspec import BUILD_SCRIPT, INSTALL_PREFIX, RECIPE_DIR, build_spec  # noqa: E402
-from orchestrator.cellbuild import OWNER_LABEL, owner  # noqa: E402
-from orchestrator.engine import connect  # noqa: E402
-from orchestrator.images import ensure_image  # noqa: E402
-from orchestrator.matrix import load_matrix  # noqa: E402
-
-DOC = REPO / "docs" / "BENCHMARKS.md"
-ORCHESTRATOR = [sys.executable, "-m", "orchestrator"]
-
-
-def machine() -> str:
-    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1024**3
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    docker = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}, Docker engine {docker}"
-    )
-
-
-def write_section(name: str, body: str) -> None:
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nWritten by `make bench`.\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text:
-        before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
+from orchestrator.archive import pack_tree
+from orchestrator.build import BuildOptions, prepare_cell, source_date_epoch
+from orchestrator.buildspec import BUILD_SCRIPT, INSTALL_PREFIX, RECIPE_DIR, build_spec
+from orchestrator.cellbuild import OWNER_LABEL, owner
+from orchestrator.engine import connect
+from orchestrator.images import ensure_image
+from orchestrator.matrix import load_matrix
 
 
 def container_creates(since: float, until: float, label: str) -> int:
@@ -278,13 +249,23 @@ def _noise_sentence(overhead: float, spread: float) -> str:
 
 
 def main() -> None:
+    import bench_runtimes
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["noop", "overhead", "all"])
+    parser.add_argument("which", choices=["noop", "overhead", "footprint", "speed", "all"])
+    parser.add_argument(
+        "--reuse-stale", action="store_true",
+        help="(footprint, speed) use runtimes in out/bench even if their inputs changed since",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.which in ("noop", "all"):
         bench_noop()
     if args.which in ("overhead", "all"):
         bench_overhead()
+    if args.which in ("footprint", "all"):
+        bench_runtimes.bench_footprint(reuse_stale=args.reuse_stale)
+    if args.which in ("speed", "all"):
+        bench_runtimes.bench_speed(reuse_stale=args.reuse_stale)
 
 
 if __name__ == "__main__":

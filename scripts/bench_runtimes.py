@@ -1,0 +1,348 @@
+"""Benchmarks of the runtimes themselves (c: footprint and start-up, d: speed).
+
+    python scripts/bench.py footprint [--reuse-stale]   (c) release vs slim
+    python scripts/bench.py speed [--reuse-stale]       (d) release vs fast, pyperformance
+
+The runtimes are built with the orchestrator into out/bench/<profile> and reused while their
+fingerprint matches the current inputs (--reuse-stale: whenever they exist; the section then
+says so). Everything runs in the stack's run image, with the runtimes mounted read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from benchlib import BENCH_OUT, BuiltRuntime, built_runtime, machine, run_image, write_section
+
+from orchestrator.archive import pack_tree
+from orchestrator.reproduce import read_members
+
+CELL = "3.13.5-debian-12-amd64"
+STACK, ARCH = "debian-12", "amd64"
+STARTUP_RUNS = 40
+# What start-up means for a typical service: the interpreter alone, and a common import set.
+STARTUP_COMMANDS = {
+    "`python3 -c pass`": "pass",
+    "`import json, asyncio, email.message, http.client, decimal`": (
+        "import json, asyncio, email.message, http.client, decimal"
+    ),
+}
+PYPERFORMANCE = "pyperformance==1.14.0"
+PYPERF = "pyperf==2.10.0"
+# Pure-Python benchmarks that need nothing beyond pyperf: interpreter speed, which is what PGO
+# and LTO change (C-heavy ones like regex or json exercise the same compiled code paths).
+SPEED_BENCHMARKS = (
+    "chaos", "deltablue", "float", "go", "json_dumps", "nbody", "nqueens", "raytrace",
+    "regex_v8", "richards", "spectral_norm",
+)  # fmt: skip
+
+# Runs inside the run image with a farm runtime as the driver: times each variant in turn.
+STARTUP_PROBE = """
+import json, statistics, subprocess, sys, time
+runs, commands, variants = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+results = {}
+for variant in variants:
+    for label, code in commands.items():
+        command = [f"/rt/{variant}/bin/python3", "-c", code]
+        for _ in range(3):
+            subprocess.run(command, check=True)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run(command, check=True)
+            times.append(time.perf_counter() - started)
+        results[f"{variant} {label}"] = times
+print(json.dumps(results))
+"""
+
+
+def _mib(size: float) -> str:
+    return f"{size / 1024**2:.1f} MiB"
+
+
+def _pct(new: float, base: float) -> str:
+    return f"{100 * (new - base) / base:+.0f} %"
+
+
+def _extract(runtime: BuiltRuntime, dest: Path) -> None:
+    dest.mkdir(parents=True)
+    subprocess.run(["tar", "--zstd", "-xf", str(runtime.archive), "-C", str(dest)], check=True)
+
+
+def _without_bytecode_cache(tree: Path, dest: Path) -> None:
+    """A copy with every __pycache__ gone; bytecode-only modules (slim) keep their .pyc."""
+    shutil.copytree(tree, dest, symlinks=True)
+    for cache in sorted(dest.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)
+
+
+def _provenance(runtimes: list[BuiltRuntime]) -> str:
+    lines = []
+    for runtime in runtimes:
+        record = runtime.record
+        stale = "" if runtime.fresh else " (built from earlier inputs: reused with --reuse-stale)"
+        lines.append(
+            f"- `{runtime.profile}`: sha256 `{record['sha256'][:16]}`, fingerprint "
+            f"`{record['fingerprint'][:16]}`, built in {record['build_seconds']:.0f} s{stale}"
+        )
+    return "\n".join(lines)
+
+
+def _run_in_run_image(volumes: dict[str, str], command: list[str]) -> str:
+    args = ["docker", "run", "--rm", "--network", "none"]
+    for host, target in volumes.items():
+        args += ["-v", f"{host}:{target}"]
+    image = run_image(STACK, ARCH)
+    return subprocess.run(
+        [*args, image, *command], check=True, capture_output=True, text=True
+    ).stdout
+
+
+# --- (c) footprint and start-up ---------------------------------------------------------------
+
+
+def bench_footprint(*, reuse_stale: bool) -> None:
+    runtimes = [built_runtime(CELL, p, reuse_stale=reuse_stale) for p in ("release", "slim")]
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
+        work = Path(tmp)
+        volumes = {}
+        for runtime in runtimes:
+            name = runtime.profile
+            tree, bare = work / name, work / f"{name}-nopyc"
+            _extract(runtime, tree)
+            _without_bytecode_cache(tree, bare)
+            bare_archive = pack_tree(bare, work / f"{name}-nopyc.tar.zst", source_date_epoch=0)
+            members = read_members(runtime.archive)
+            cache_bytes = sum(m.size for n, m in members.items() if "/__pycache__/" in n)
+            rows[name] = {
+                "sizes": runtime.record["sizes"],
+                "archive": runtime.record["size"],
+                "cache_bytes": cache_bytes,
+                "bare_archive": bare_archive.size,
+            }
+            volumes[str(tree)] = f"/rt/{name}:ro"
+            volumes[str(bare)] = f"/rt/{name}-nopyc:ro"
+        variants = [v.removeprefix("/rt/").removesuffix(":ro") for v in volumes.values()]
+        probe = work / "probe.py"
+        probe.write_text(STARTUP_PROBE)
+        volumes[str(probe)] = "/probe.py:ro"
+        output = _run_in_run_image(
+            volumes,
+            ["/rt/release/bin/python3", "-I", "/probe.py", str(STARTUP_RUNS),
+             json.dumps(STARTUP_COMMANDS), *variants],
+        )  # fmt: skip
+    timings: dict[str, list[float]] = json.loads(output)
+
+    def ms(variant: str, label: str) -> str:
+        times = timings[f"{variant} {label}"]
+        return f"{1000 * statistics.median(times):.1f} ms"
+
+    release, slim = rows["release"], rows["slim"]
+    r_sizes, s_sizes = release["sizes"], slim["sizes"]
+    size_rows = []
+    for key, label in [
+        ("bin", "bin/"), ("libpython", "libpython"), ("lib_dynload", "lib-dynload"),
+        ("stdlib_py", "stdlib .py"), ("pyc", ".pyc"), ("include", "include/"),
+        ("other", "other"), ("total", "**installed, total**"),
+    ]:  # fmt: skip
+        size_rows.append(
+            f"| {label} | {_mib(r_sizes[key])} | {_mib(s_sizes[key])} | "
+            f"{_mib(s_sizes[key] - r_sizes[key])} |"
+        )
+    size_rows.append(
+        f"| **archive (.tar.zst)** | {_mib(release['archive'])} | {_mib(slim['archive'])} | "
+        f"{_mib(slim['archive'] - release['archive'])} ({_pct(slim['archive'], release['archive'])}) |"
+    )
+    nopyc_rows = [
+        f"| installed without `__pycache__` | {_mib(r_sizes['total'] - release['cache_bytes'])} | "
+        f"{_mib(s_sizes['total'] - slim['cache_bytes'])} |",
+        f"| archive without `__pycache__` | {_mib(release['bare_archive'])} | "
+        f"{_mib(slim['bare_archive'])} |",
+    ]
+    startup_rows = []
+    for label in STARTUP_COMMANDS:
+        startup_rows.append(
+            f"| {label} | {ms('release', label)} | {ms('release-nopyc', label)} | "
+            f"{ms('slim', label)} | {ms('slim-nopyc', label)} |"
+        )
+    total_saved = r_sizes["total"] - s_sizes["total"]
+    body = f"""## (c) Footprint: release vs slim
+
+One cell, {CELL}, built with both profiles (same compiler settings: PGO + LTO). `slim` adds
+the footprint step of matrix.yaml: encodings and pydoc_data as bytecode only, no ensurepip
+wheel, and the stdlib packages that cannot import here removed (tkinter, idlelib, turtle,
+turtledemo: the run images have no Tk, so `_tkinter` is not built). Both pass the full
+verification.
+
+| part | release | slim | slim - release |
+| --- | --- | --- | --- |
+{chr(10).join(size_rows)}
+
+Sizes are the metadata's breakdown (regular files, bytes). Installed, slim saves
+{_mib(total_saved)} ({_pct(s_sizes["total"], r_sizes["total"])}).
+
+Dropping the bytecode cache too (Fedora's "stop shipping the bytecode cache") would give:
+
+| | release | slim |
+| --- | --- | --- |
+{chr(10).join(nopyc_rows)}
+
+### Start-up time
+
+Median of {STARTUP_RUNS} runs after 3 warm-ups, in the debian-12 run image, runtimes mounted
+read-only (as in an image layer or a buildpack's read-only slug: nothing can write a cache, so
+"without pyc" compiles what it imports on every start).
+
+| command | release | release, no pyc | slim | slim, no pyc |
+| --- | --- | --- | --- | --- |
+{chr(10).join(startup_rows)}
+
+### Trade-offs
+
+- Bytecode-only encodings and pydoc_data: imported exactly as before (the import system loads
+  `NAME.pyc` when no source exists), so start-up does not change; their tracebacks show no
+  source lines and their source cannot be read in place. Both are data, rarely in a traceback.
+- No ensurepip wheel: `python -m venv DIR` fails at its ensurepip step; `python -m venv
+  --without-pip DIR` and `uv venv` work. Buildpacks install pip themselves anyway.
+- Removed tkinter/idlelib/turtle: nothing is lost, as without `_tkinter` they cannot import;
+  `import tkinter` still fails, with ModuleNotFoundError naming tkinter instead of _tkinter.
+- Not done: shipping no pyc at all. It is the largest cut (the table above), but every process
+  start then pays the compile shown in the "no pyc" columns unless the tree is writable, in
+  which case the runtime writes the cache on first use and the size saving is gone.
+- Not done: hardlinking identical files. With one bytecode level there is almost nothing to
+  link (the packer keeps hardlinks if a tree has them); Fedora's gain came from identical
+  opt-1/opt-2 caches, which this farm never ships.
+
+Runtimes measured:
+{_provenance(runtimes)}
+
+Machine: {machine()}.
+"""
+    write_section("footprint", body)
+    print(body)
+    bench_pgo_reproducibility(runtimes[0], runtimes[1])
+
+
+def bench_pgo_reproducibility(release: BuiltRuntime, slim: BuiltRuntime) -> None:
+    """release and slim compile the same inputs with PGO in two separate builds; their footprint
+    steps touch only pure-Python files. What differs among the members both archives hold is
+    therefore what two PGO builds of the same code do not reproduce."""
+    first, second = read_members(release.archive), read_members(slim.archive)
+    common = sorted(first.keys() & second.keys())
+    differing = [name for name in common if first[name] != second[name]]
+    regular = [n for n in common if first[n].type in ("0", "\x00")]
+    rows = []
+    for name in differing:
+        a, b = first[name], second[name]
+        what = []
+        if a.size != b.size:
+            what.append(f"size {a.size} vs {b.size}")
+        if a.sha256 != b.sha256:
+            what.append("content")
+        if (a.mode, a.mtime, a.linkname, a.type) != (b.mode, b.mtime, b.linkname, b.type):
+            what.append("metadata")
+        rows.append(f"| `{name.removeprefix('./')}` | {', '.join(what)} |")
+    table = "\n".join(rows) if rows else "| (none) | |"
+    body = f"""## (e) What two PGO builds of the same inputs do not reproduce
+
+The release and slim runtimes of (c) are two separate PGO + LTO builds of the same source,
+configure arguments, flags and builder image; slim's footprint step only removes or moves
+pure-Python files afterwards. Comparing the members both archives hold therefore shows what
+PGO leaves irreproducible: {len(common)} members in common ({len(regular)} files), of which
+{len(differing)} differ:
+
+| member | differs in |
+| --- | --- |
+{table}
+
+Everything else (stdlib sources and bytecode, headers, scripts, sysconfig data) is
+byte-identical. Why the compiled files differ: docs/REPRODUCIBILITY.md.
+
+Runtimes compared:
+{_provenance([release, slim])}
+"""
+    write_section("pgo", body)
+    print(body)
+
+
+# --- (d) speed: release (PGO + LTO) vs fast ----------------------------------------------------
+
+
+def _pyperformance_libs() -> Path:
+    """pyperformance's benchmark files and pyperf, unpacked for PYTHONPATH (pinned versions)."""
+    libs = BENCH_OUT / "pylibs"
+    marker = libs / ".complete"
+    if marker.is_file() and marker.read_text() == f"{PYPERFORMANCE} {PYPERF}\n":
+        return libs
+    shutil.rmtree(libs, ignore_errors=True)
+    wheels = BENCH_OUT / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d",
+         str(wheels), PYPERFORMANCE, PYPERF],
+        check=True,
+    )  # fmt: skip
+    libs.mkdir(parents=True)
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(libs)
+    marker.write_text(f"{PYPERFORMANCE} {PYPERF}\n")
+    return libs
+
+
+def bench_speed(*, reuse_stale: bool) -> None:
+    runtimes = [built_runtime(CELL, p, reuse_stale=reuse_stale) for p in ("fast", "release")]
+    libs = _pyperformance_libs()
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+        work = Path(tmp)
+        results = work / "results"
+        results.mkdir()
+        results.chmod(0o777)
+        volumes = {str(libs): "/libs:ro", str(results): "/results"}
+        for runtime in runtimes:
+            _extract(runtime, work / runtime.profile)
+            volumes[str(work / runtime.profile)] = f"/rt/{runtime.profile}:ro"
+        bench_dir = "/libs/pyperformance/data-files/benchmarks"
+        # Alternate the runtimes benchmark by benchmark, so drift hits both alike.
+        steps = []
+        for name in SPEED_BENCHMARKS:
+            for runtime in runtimes:
+                steps.append(
+                    f"/rt/{runtime.profile}/bin/python3 {bench_dir}/bm_{name}/run_benchmark.py"
+                    f" --fast --quiet --inherit-environ PYTHONPATH"
+                    f" --append /results/{runtime.profile}.json"
+                )
+        compare = (
+            "/rt/release/bin/python3 -m pyperf compare_to --table --table-format md"
+            " /results/fast.json /results/release.json"
+        )
+        script = "set -e; export PYTHONPATH=/libs PYTHONDONTWRITEBYTECODE=1; " + "; ".join(
+            [*steps, compare]
+        )
+        print(f"[bench] {len(steps)} pyperformance runs in the run image", flush=True)
+        table = _run_in_run_image(volumes, ["bash", "-c", script])
+    body = f"""## (d) Runtime speed: release (PGO + LTO) vs fast
+
+pyperformance {PYPERFORMANCE.split("==")[1]} benchmarks ({", ".join(SPEED_BENCHMARKS)}), each run
+with `--fast` by pyperf {PYPERF.split("==")[1]} on both runtimes of {CELL}, alternating, in the
+debian-12 run image. `pyperf compare_to` with fast as the reference: a ratio above 1x ("faster")
+is what PGO + LTO buy.
+
+{table.strip()}
+
+Runtimes measured:
+{_provenance(runtimes)}
+
+Machine: {machine()}. `--fast` takes fewer samples than a full pyperformance run; differences
+under ~5 % are within what this machine (shared, not tuned with `pyperf system tune`) resolves.
+"""
+    write_section("speed", body)
+    print(body)
