@@ -593,11 +593,11 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
     expected entries; ldd resolves every library of the executable, libpython and each
     lib-dynload module (their apt packages are recorded); the expected modules import;
     sqlite3/lzma/bz2/zlib (and compression.zstd) round-trip; deep recursion in a thread
-    ends in RecursionError; venv with bundled pip works offline; Py_ENABLE_SHARED is 1 and
-    sysconfig carries none of our build flags. In the builder image: a C extension and an
-    embedding program build against the runtime. On the host: no RPATH/RUNPATH but
-    $ORIGIN/../lib on the executable, every ELF file stripped, no static libpython;
-    build-host paths in the tree are reported.
+    ends in RecursionError; venv with bundled pip works offline (skipped without the
+    wheel); Py_ENABLE_SHARED is 1 and sysconfig carries none of our build flags. In the
+    builder image: a C extension and an embedding program build against the runtime. On
+    the host: no RPATH/RUNPATH but $ORIGIN/../lib on the executable, every ELF file
+    stripped, no static libpython; build-host paths in the tree are reported.
 
     With --rebuild: the cell is built again from the same inputs and the two archives are
     compared; differing members are listed with what differs (size, content, mode, mtime).
