@@ -200,6 +200,9 @@ def test_interrupt_leaves_no_container(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a terminal job
+        # A terminal job gets Ctrl-C; a job started in the background by a non-interactive
+        # shell (how CI may launch this suite) inherits SIGINT ignored, and exec keeps that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 600
