@@ -30,7 +30,8 @@ def fingerprint_inputs(
         "dockerfile_sha256": dockerfile_sha256,
         "base_image_id": base_image_id,
         "recipe_sha256": recipe_sha256,
-        "profile": {"name": spec.profile_name, **spec.profile.model_dump()},
+        # The description is prose: rewording it must not rebuild every cell.
+        "profile": {"name": spec.profile_name, **spec.profile.model_dump(exclude={"description"})},
         "configure_args": list(spec.configure_args),
         "extra_cflags": spec.extra_cflags,
         "ldflags": spec.ldflags,

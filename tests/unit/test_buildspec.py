@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.buildspec import INSTALL_PREFIX, build_spec, configure_args, recipe_digest
@@ -100,6 +101,8 @@ def test_fingerprint_changes_with_each_input(repo_root: Path, tmp_path: Path) ->
         assert fingerprint(fingerprint_inputs(spec, **changed)) != reference  # type: ignore[arg-type]
     release = build_spec(matrix, spec.cell, "release")
     assert fingerprint(fingerprint_inputs(release, **base)) != reference  # type: ignore[arg-type]
+    reworded = replace(spec, profile=spec.profile.model_copy(update={"description": "new words"}))
+    assert fingerprint(fingerprint_inputs(reworded, **base)) == reference  # type: ignore[arg-type]
 
 
 def test_recipe_digest_tracks_files(tmp_path: Path) -> None:
