@@ -44,27 +44,27 @@ SPEED_BENCHMARKS = (
     "regex_v8", "richards", "spectral_norm",
 )  # fmt: skip
 
-# Runs inside the run image with a farm runtime as the driver: times each variant in turn.
+# Runs inside the run image with a farm runtime as the driver. Round-robin over the variants,
+# so drift on the machine (other load, frequency) hits every variant alike.
 STARTUP_PROBE = """
-import json, statistics, subprocess, sys, time
+import json, subprocess, sys, time
 runs, commands, variants = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
-results = {}
-for variant in variants:
-    for label, code in commands.items():
-        command = [f"/rt/{variant}/bin/python3", "-c", code]
-        for _ in range(3):
-            subprocess.run(command, check=True)
-        times = []
-        for _ in range(runs):
+results = {f"{v} {label}": [] for v in variants for label in commands}
+for index in range(runs + 3):
+    for variant in variants:
+        for label, code in commands.items():
+            command = [f"/rt/{variant}/bin/python3", "-c", code]
             started = time.perf_counter()
             subprocess.run(command, check=True)
-            times.append(time.perf_counter() - started)
-        results[f"{variant} {label}"] = times
+            if index >= 3:  # the first rounds warm the page cache
+                results[f"{variant} {label}"].append(time.perf_counter() - started)
 print(json.dumps(results))
 """
 
 
 def _mib(size: float) -> str:
+    if abs(size) < 1024**2:
+        return f"{size / 1024:.0f} KiB"
     return f"{size / 1024**2:.1f} MiB"
 
 
@@ -143,8 +143,12 @@ def bench_footprint(*, reuse_stale: bool) -> None:
     timings: dict[str, list[float]] = json.loads(output)
 
     def ms(variant: str, label: str) -> str:
-        times = timings[f"{variant} {label}"]
-        return f"{1000 * statistics.median(times):.1f} ms"
+        times = sorted(timings[f"{variant} {label}"])
+        quartiles = statistics.quantiles(times, n=4)
+        return (
+            f"{1000 * statistics.median(times):.1f} ms"
+            f" ({1000 * quartiles[0]:.1f}-{1000 * quartiles[2]:.1f})"
+        )
 
     release, slim = rows["release"], rows["slim"]
     r_sizes, s_sizes = release["sizes"], slim["sizes"]
@@ -198,8 +202,8 @@ Dropping the bytecode cache too (Fedora's "stop shipping the bytecode cache") wo
 
 ### Start-up time
 
-Median of {STARTUP_RUNS} runs after 3 warm-ups, in the debian-12 run image, runtimes mounted
-read-only (as in an image layer or a buildpack's read-only slug: nothing can write a cache, so
+Median (and interquartile range) of {STARTUP_RUNS} runs per cell, after 3 warm-up rounds;
+the variants take turns run by run. In the debian-12 run image, runtimes mounted read-only (as in an image layer or a buildpack's read-only slug: nothing can write a cache, so
 "without pyc" compiles what it imports on every start).
 
 | command | release | release, no pyc | slim | slim, no pyc |
@@ -318,7 +322,7 @@ def bench_speed(*, reuse_stale: bool) -> None:
                 steps.append(
                     f"/rt/{runtime.profile}/bin/python3 {bench_dir}/bm_{name}/run_benchmark.py"
                     f" --fast --quiet --inherit-environ PYTHONPATH"
-                    f" --append /results/{runtime.profile}.json"
+                    f" --append /results/{runtime.profile}.json >/dev/null"
                 )
         compare = (
             "/rt/release/bin/python3 -m pyperf compare_to --table --table-format md"
@@ -341,8 +345,9 @@ is what PGO + LTO buy.
 Runtimes measured:
 {_provenance(runtimes)}
 
-Machine: {machine()}. `--fast` takes fewer samples than a full pyperformance run; differences
-under ~5 % are within what this machine (shared, not tuned with `pyperf system tune`) resolves.
+Machine: {machine()}.
+`--fast` takes fewer samples than a full pyperformance run; differences under ~5 % are within
+what this machine (shared, not tuned with `pyperf system tune`) resolves.
 """
     write_section("speed", body)
     print(body)
