@@ -55,7 +55,7 @@ lint: venv ## ruff, mypy --strict, and the rendered-Dockerfile check
 	$(BIN)/mypy
 	$(BIN)/orchestrator render --check
 
-bench: setup base-images ## benchmarks into docs/BENCHMARKS.md (quiet machine; builds release+slim+fast once, ~1 h)
+bench: setup base-images ## benchmarks into docs/BENCHMARKS.md (quiet machine; builds release+slim+fast once, ~40 min)
 	$(BIN)/python scripts/bench.py all
 
 clean: ## remove outputs and work trees (keeps the source cache and images)

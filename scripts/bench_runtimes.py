@@ -37,8 +37,8 @@ STARTUP_COMMANDS = {
 }
 PYPERFORMANCE = "pyperformance==1.14.0"
 PYPERF = "pyperf==2.10.0"
-# Pure-Python benchmarks that need nothing beyond pyperf: interpreter speed, which is what PGO
-# and LTO change (C-heavy ones like regex or json exercise the same compiled code paths).
+# Benchmarks that need nothing beyond pyperf: mostly pure-Python interpreter work, where PGO and
+# LTO help most, plus regex_v8 and json_dumps for time spent in C stdlib modules.
 SPEED_BENCHMARKS = (
     "chaos", "deltablue", "float", "go", "json_dumps", "nbody", "nqueens", "raytrace",
     "regex_v8", "richards", "spectral_norm",
