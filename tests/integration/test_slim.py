@@ -106,3 +106,5 @@ def test_slim_runtime_uses_its_bytecode_only_modules(
     lines = output.strip().splitlines()
     assert lines[0] == "SourcelessFileLoader True"
     assert lines[1] == "1", "venv --without-pip works"
+    # The documented trade-off: a venv with pip fails at ensurepip, saying so.
+    assert "ensurepip" in lines[2] and "non-zero exit status" in lines[2], lines[2:]
