@@ -129,7 +129,7 @@ def build_cell(
         cache_dir=matrix.source_cache,
         progress=progress,
     )
-    log = layout.image_log(prepared.builder.tag.split(":", 1)[1])
+    log = layout.image_log(prepared.builder.tag)
     progress(f"builder image {prepared.builder.tag}")
     builder = ensure_image(
         client, prepared.builder, log_path=log, echo=echo, docker_host=docker_host
@@ -213,7 +213,7 @@ def _verify(
     run_image = ensure_image(
         client,
         plan,
-        log_path=layout.image_log(plan.tag.split(":", 1)[1]),
+        log_path=layout.image_log(plan.tag),
         docker_host=docker_host,
     )
     progress(f"verifying in {plan.tag}")

@@ -628,7 +628,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
         images = {}
         for kind in ("run", "builder"):
             plan = plan_image(client, matrix, record["stack"], arch, kind)
-            log = context.layout.image_log(plan.tag.split(":", 1)[1])
+            log = context.layout.image_log(plan.tag)
             images[kind] = ensure_image(client, plan, log_path=log).image_id
         cell_id = record.get("cell", archive.name)
         report = verify_archive(

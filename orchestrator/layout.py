@@ -22,8 +22,9 @@ class Layout:
     def cell_log(self, cell_id: str) -> Path:
         return self.logs / f"{cell_id}.log"
 
-    def image_log(self, tag_name: str) -> Path:
-        return self.logs / "images" / f"{tag_name}.log"
+    def image_log(self, tag: str) -> Path:
+        """Build log of image `tag` (repository:name), named after the part after the colon."""
+        return self.logs / "images" / f"{tag.split(':', 1)[-1]}.log"
 
     def work(self, cell_id: str) -> Path:
         """Scratch space of one cell: install prefix and spec files; removed after success."""

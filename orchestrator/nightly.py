@@ -219,7 +219,7 @@ class Nightly:
                 continue
             seen.add(key)
             plan = item.builder
-            log = self.layout.image_log(plan.tag.split(":", 1)[1])
+            log = self.layout.image_log(plan.tag)
             self.reporter.message(f"builder image {plan.tag}")
             try:
                 self._retry.copy()(

@@ -55,7 +55,10 @@ def read_members(archive: Path) -> dict[str, Member]:
 
 
 def compare_archives(first: Path, second: Path) -> list[MemberDiff]:
-    a, b = read_members(first), read_members(second)
+    return compare_members(read_members(first), read_members(second))
+
+
+def compare_members(a: dict[str, Member], b: dict[str, Member]) -> list[MemberDiff]:
     diffs: list[MemberDiff] = []
     for name in sorted(a.keys() | b.keys()):
         if name not in b:

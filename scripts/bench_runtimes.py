@@ -23,7 +23,7 @@ from typing import Any
 from benchlib import BENCH_OUT, BuiltRuntime, built_runtime, machine, run_image, write_section
 
 from orchestrator.archive import pack_tree
-from orchestrator.reproduce import read_members
+from orchestrator.reproduce import Member, compare_members, read_members
 
 CELL = "3.13.5-debian-12-amd64"
 STACK, ARCH = "debian-12", "amd64"
@@ -111,6 +111,8 @@ def _run_in_run_image(volumes: dict[str, str], command: list[str]) -> str:
 
 def bench_footprint(*, reuse_stale: bool) -> None:
     runtimes = [built_runtime(CELL, p, reuse_stale=reuse_stale) for p in ("release", "slim")]
+    # Read (decompressed and hashed) once: (c) sums their caches, (e) compares them.
+    members = {runtime.profile: read_members(runtime.archive) for runtime in runtimes}
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
         work = Path(tmp)
@@ -121,8 +123,7 @@ def bench_footprint(*, reuse_stale: bool) -> None:
             _extract(runtime, tree)
             _without_bytecode_cache(tree, bare)
             bare_archive = pack_tree(bare, work / f"{name}-nopyc.tar.zst", source_date_epoch=0)
-            members = read_members(runtime.archive)
-            cache_bytes = sum(m.size for n, m in members.items() if "/__pycache__/" in n)
+            cache_bytes = sum(m.size for n, m in members[name].items() if "/__pycache__/" in n)
             rows[name] = {
                 "sizes": runtime.record["sizes"],
                 "archive": runtime.record["size"],
@@ -233,28 +234,20 @@ Machine: {machine()}.
 """
     write_section("footprint", body)
     print(body)
-    bench_pgo_reproducibility(runtimes[0], runtimes[1])
+    bench_pgo_reproducibility(runtimes, members)
 
 
-def bench_pgo_reproducibility(release: BuiltRuntime, slim: BuiltRuntime) -> None:
+def bench_pgo_reproducibility(
+    runtimes: list[BuiltRuntime], members: dict[str, dict[str, Member]]
+) -> None:
     """release and slim compile the same inputs with PGO in two separate builds; their footprint
     steps touch only pure-Python files. What differs among the members both archives hold is
     therefore what two PGO builds of the same code do not reproduce."""
-    first, second = read_members(release.archive), read_members(slim.archive)
-    common = sorted(first.keys() & second.keys())
-    differing = [name for name in common if first[name] != second[name]]
+    first, second = members["release"], members["slim"]
+    common = first.keys() & second.keys()
+    differing = compare_members({n: first[n] for n in common}, {n: second[n] for n in common})
     regular = [n for n in common if first[n].type in ("0", "\x00")]
-    rows = []
-    for name in differing:
-        a, b = first[name], second[name]
-        what = []
-        if a.size != b.size:
-            what.append(f"size {a.size} vs {b.size}")
-        if a.sha256 != b.sha256:
-            what.append("content")
-        if (a.mode, a.mtime, a.linkname, a.type) != (b.mode, b.mtime, b.linkname, b.type):
-            what.append("metadata")
-        rows.append(f"| `{name.removeprefix('./')}` | {', '.join(what)} |")
+    rows = [f"| `{diff.name.removeprefix('./')}` | {diff.what} |" for diff in differing]
     table = "\n".join(rows) if rows else "| (none) | |"
     body = f"""## (e) What two PGO builds of the same inputs do not reproduce
 
@@ -272,7 +265,7 @@ Everything else (stdlib sources and bytecode, headers, scripts, sysconfig data) 
 byte-identical. Why the compiled files differ: docs/REPRODUCIBILITY.md.
 
 Runtimes compared:
-{_provenance([release, slim])}
+{_provenance(runtimes)}
 """
     write_section("pgo", body)
     print(body)

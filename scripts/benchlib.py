@@ -94,12 +94,13 @@ def run_image(stack: str, arch: str) -> str:
     """Image id of the stack's run image (base + runtime libraries, no compilers)."""
     from orchestrator.engine import connect
     from orchestrator.images import ensure_image, plan_image
+    from orchestrator.layout import Layout
     from orchestrator.matrix import Arch, load_matrix
 
     matrix = load_matrix(REPO / "matrix.yaml")
     client = connect()
     plan = plan_image(client, matrix, stack, Arch(arch), "run")
-    log = REPO / "out" / "logs" / "images" / f"{plan.tag.split(':')[1]}.log"
+    log = Layout(out_dir=REPO / "out").image_log(plan.tag)
     image = ensure_image(client, plan, log_path=log).image_id
     client.close()
     return image

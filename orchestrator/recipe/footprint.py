@@ -115,8 +115,9 @@ def drop_ensurepip_wheels(stdlib: Path) -> int:
 
 
 def load_settings(path: Path) -> dict[str, object]:
+    # The orchestrator writes every field (orchestrator.matrix.Footprint holds the defaults).
     settings = json.loads(path.read_text())
-    if not isinstance(settings, dict) or set(settings) - SETTINGS:
+    if not isinstance(settings, dict) or set(settings) != SETTINGS:
         raise FootprintError(f"{path}: expected an object with keys {sorted(SETTINGS)}")
     return settings
 
@@ -126,7 +127,7 @@ def apply(settings: dict[str, object], stdlib: Path, cache_tag: str) -> list[str
     if not stdlib.is_dir():
         raise FootprintError(f"{stdlib}: no such stdlib directory")
     report: list[str] = []
-    if settings.get("drop_unusable", False):
+    if settings["drop_unusable"]:
         # Dropped before sourceless, so a module both dropped and listed is not reshaped first.
         for extension, modules in NEEDS_EXTENSION.items():
             if extension_built(stdlib, extension):
@@ -135,10 +136,10 @@ def apply(settings: dict[str, object], stdlib: Path, cache_tag: str) -> list[str
                 removed = drop_module(stdlib, name)
                 if removed:
                     report.append(f"dropped {name} (no {extension}): {removed} bytes")
-    if not settings.get("ensurepip_wheels", True):
+    if not settings["ensurepip_wheels"]:
         removed = drop_ensurepip_wheels(stdlib)
         report.append(f"dropped ensurepip wheels: {removed} bytes")
-    sourceless = settings.get("sourceless", [])
+    sourceless = settings["sourceless"]
     if not isinstance(sourceless, list):
         raise FootprintError("sourceless: expected a list of module names")
     for name in sourceless:

@@ -15,6 +15,7 @@ import pytest
 from docker import DockerClient
 
 from orchestrator.errors import DockerError
+from orchestrator.layout import Layout
 from orchestrator.matrix import Arch, Matrix, load_matrix
 from tests.integration.support import E2E_CELL, REPO_ROOT, E2EBuild, run_cli
 
@@ -74,7 +75,7 @@ def run_image_debian12(docker_client: DockerClient, repo_matrix: Matrix) -> str:
     from orchestrator.images import ensure_image, plan_image
 
     plan = plan_image(docker_client, repo_matrix, "debian-12", Arch.AMD64, "run")
-    log = REPO_ROOT / "out" / "logs" / "images" / f"{plan.tag.split(':')[1]}.log"
+    log = Layout(out_dir=REPO_ROOT / "out").image_log(plan.tag)
     return ensure_image(docker_client, plan, log_path=log).image_id
 
 
@@ -84,5 +85,5 @@ def builder_image_debian12(docker_client: DockerClient, repo_matrix: Matrix) -> 
     from orchestrator.images import ensure_image, plan_image
 
     plan = plan_image(docker_client, repo_matrix, "debian-12", Arch.AMD64, "builder")
-    log = REPO_ROOT / "out" / "logs" / "images" / f"{plan.tag.split(':')[1]}.log"
+    log = Layout(out_dir=REPO_ROOT / "out").image_log(plan.tag)
     return ensure_image(docker_client, plan, log_path=log).image_id
