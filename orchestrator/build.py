@@ -27,7 +27,7 @@ from orchestrator.images import BuiltImage, ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix
 from orchestrator.metadata import build_record, tree_sizes, write_json_atomic
-from orchestrator.sources import FetchedSource, fetch_source
+from orchestrator.sources.fetch import FetchedSource, fetch_source
 from orchestrator.verify import VerificationReport, raise_for_failures, verify_archive
 
 Progress = Callable[[str], None]

@@ -31,7 +31,7 @@ from orchestrator.matrix import Cell, Matrix, load_matrix
 from orchestrator.render import stale_files, write_rendered
 
 if TYPE_CHECKING:
-    from orchestrator.target import PublishTarget
+    from orchestrator.publish.target import PublishTarget
 
 DEFAULT_CELL = "3.13.5-debian-12-amd64"
 
@@ -94,7 +94,7 @@ def publish_options(command: F) -> F:
 
 def _resolve_target(context: Context, target: dict[str, Any]) -> PublishTarget:
     """matrix.yaml `publish:` < FARM_PUBLISH_* < flags; --force/--dry-run are not target."""
-    from orchestrator.target import resolve_target
+    from orchestrator.publish.target import resolve_target
 
     overrides = {k: v for k, v in target.items() if k not in ("force", "dry_run")}
     return resolve_target(
@@ -223,7 +223,7 @@ def fetch(context: Context, versions: tuple[str, ...]) -> None:
     Mirrors from matrix.yaml are tried in order; a file is kept only when its sha256 equals
     the pin. A verified cached file is reused without touching the network.
     """
-    from orchestrator.sources import fetch_source
+    from orchestrator.sources.fetch import fetch_source
 
     matrix = context.matrix
     known = {p.version: p for p in matrix.model.pythons}
@@ -325,7 +325,7 @@ def build(
     published: dict[str, str] = {}
     if skip_unchanged and then_publish:
         from orchestrator.nightly import published_fingerprints
-        from orchestrator.target import open_store
+        from orchestrator.publish.target import open_store
 
         resolved = _resolve_target(context, target)
         published = published_fingerprints(open_store(resolved), resolved.prefix)
@@ -389,8 +389,8 @@ def publish(context: Context, /, cells: tuple[str, ...], **target: Any) -> None:
 
 
 def _publish_cells(context: Context, cells: list[Cell], **target: Any) -> None:
-    from orchestrator.publish import Publisher, load_artifact
-    from orchestrator.target import open_store
+    from orchestrator.publish.publisher import Publisher, load_artifact
+    from orchestrator.publish.target import open_store
 
     force, dry_run = bool(target["force"]), bool(target["dry_run"])
     resolved = _resolve_target(context, target)
@@ -483,8 +483,8 @@ def nightly(
         summary_table,
         write_report,
     )
-    from orchestrator.publish import Publisher
-    from orchestrator.target import open_store
+    from orchestrator.publish.publisher import Publisher
+    from orchestrator.publish.target import open_store
 
     matrix = context.matrix
     cells = matrix.select(selectors)
@@ -551,8 +551,8 @@ def check_manifest(context: Context, /, selectors: tuple[str, ...], **target: An
     must list it with the same sha256. Exits 10 naming every problem.
     """
     from orchestrator.errors import PublishError
-    from orchestrator.publish import check_published
-    from orchestrator.target import open_store
+    from orchestrator.publish.publisher import check_published
+    from orchestrator.publish.target import open_store
 
     cells = context.matrix.select(selectors)
     resolved = _resolve_target(context, target)

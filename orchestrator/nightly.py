@@ -25,11 +25,11 @@ from orchestrator.engine import EnginePool
 from orchestrator.errors import DockerError, FarmError, ImageBuildError, Interrupted
 from orchestrator.images import ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
-from orchestrator.manifest import manifest_key
 from orchestrator.matrix import Arch, Cell, Matrix
 from orchestrator.progress import CellOutcome, Reporter, Result
-from orchestrator.publish import Publisher, load_artifact
-from orchestrator.store import ObjectStore
+from orchestrator.publish.manifests import manifest_key
+from orchestrator.publish.publisher import Publisher, load_artifact
+from orchestrator.publish.store import ObjectStore
 
 INFRA_ERRORS = (DockerError, ImageBuildError)
 

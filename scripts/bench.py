@@ -55,10 +55,10 @@ def container_creates(since: float, until: float, label: str) -> int:
 def bench_noop(runs: int = 5) -> None:
     """Everything already published: nightly must decide 'skip' for every cell quickly,
     starting no container and writing nothing."""
-    from orchestrator.manifest import manifest_key
     from orchestrator.nightly import Nightly, NightlyOptions
     from orchestrator.progress import PlainReporter
-    from orchestrator.store import DirectoryStore, sha256_hex
+    from orchestrator.publish.manifests import manifest_key
+    from orchestrator.publish.store import DirectoryStore, sha256_hex
 
     with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
         work = Path(tmp)

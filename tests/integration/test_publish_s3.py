@@ -15,8 +15,8 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from orchestrator.errors import PublishError
-from orchestrator.publish import Publisher, load_artifact
-from orchestrator.s3store import S3Store
+from orchestrator.publish.publisher import Publisher, load_artifact
+from orchestrator.publish.s3store import S3Store
 from tests.integration.support import REPO_ROOT, E2EBuild, run_cli
 from tests.publish_support import make_artifact
 from tests.s3.fault_proxy import FaultProxy

@@ -1,4 +1,4 @@
-"""orchestrator.sources against a real HTTP server on 127.0.0.1 (loopback only, no internet)."""
+"""orchestrator.sources.fetch against a real HTTP server on 127.0.0.1 (loopback only)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.errors import SourceError
 from orchestrator.matrix import PythonSource
-from orchestrator.sources import fetch_source
+from orchestrator.sources.fetch import fetch_source
 
 pytestmark = pytest.mark.integration
 

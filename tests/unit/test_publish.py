@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import PublishError
-from orchestrator.manifest import manifest_key, uv_metadata_key
-from orchestrator.publish import Publisher, load_artifact
-from orchestrator.store import DirectoryStore, StoredObject
+from orchestrator.publish.manifests import manifest_key, uv_metadata_key
+from orchestrator.publish.publisher import Publisher, load_artifact
+from orchestrator.publish.store import DirectoryStore, StoredObject
 from tests.publish_support import make_artifact
 
 
@@ -172,7 +172,7 @@ def test_store_refuses_corrupt_content(tmp_path: Path) -> None:
 
 
 def test_directory_store_conditions(tmp_path: Path) -> None:
-    from orchestrator.store import ObjectExists, PreconditionFailed, sha256_hex
+    from orchestrator.publish.store import ObjectExists, PreconditionFailed, sha256_hex
 
     store = DirectoryStore(tmp_path)
     first = store.put("k", b"1", sha256=sha256_hex(b"1"), content_type="t", create_only=True)

@@ -1,4 +1,4 @@
-"""orchestrator.sources without any network: mirrors are file:// directories under tmp_path."""
+"""orchestrator.sources.fetch offline: mirrors are file:// directories under tmp_path."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from tenacity import wait_none
 
-from orchestrator import sources
 from orchestrator.errors import SourceError
 from orchestrator.matrix import PythonSource, load_matrix
-from orchestrator.sources import (
+from orchestrator.sources import fetch as sources
+from orchestrator.sources.fetch import (
     SourceChecksumError,
     fetch_source,
     mirror_urls,

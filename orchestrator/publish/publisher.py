@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from orchestrator.archive import sha256_of
 from orchestrator.errors import PublishError
-from orchestrator.manifest import (
+from orchestrator.publish.manifests import (
     dumps,
     manifest_entry,
     manifest_key,
@@ -37,7 +37,7 @@ from orchestrator.manifest import (
     uv_key,
     uv_metadata_key,
 )
-from orchestrator.store import (
+from orchestrator.publish.store import (
     ObjectExists,
     ObjectStore,
     PreconditionFailed,
@@ -279,7 +279,7 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
     the manifest states; its .sha256 and .json must exist; and the stack/arch uv metadata
     must point at the same sha256.
     """
-    from orchestrator.manifest import UV_ARCH
+    from orchestrator.publish.manifests import UV_ARCH
 
     prefix = normalize_prefix(prefix)
     found = store.get(manifest_key(prefix))

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.manifest import normalize_prefix
 from orchestrator.matrix import PublishSettings
-from orchestrator.store import DirectoryStore, ObjectStore
+from orchestrator.publish.manifests import normalize_prefix
+from orchestrator.publish.store import DirectoryStore, ObjectStore
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +60,9 @@ def open_store(
     target: PublishTarget, *, on_retry: Callable[[str], None] | None = None
 ) -> ObjectStore:
     if target.bucket:
-        from orchestrator.s3store import S3Store  # boto3 is slow to import; only when needed
+        from orchestrator.publish.s3store import (
+            S3Store,  # boto3 is slow to import; only when needed
+        )
 
         return S3Store(
             bucket=target.bucket,

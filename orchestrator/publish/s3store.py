@@ -36,7 +36,7 @@ from tenacity import (
 )
 
 from orchestrator.errors import PublishError
-from orchestrator.store import ObjectExists, PreconditionFailed, StoredObject, sha256_hex
+from orchestrator.publish.store import ObjectExists, PreconditionFailed, StoredObject, sha256_hex
 
 T = TypeVar("T")
 

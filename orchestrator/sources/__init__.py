@@ -1,0 +1,1 @@
+"""Where CPython sources come from: fetching and verifying tarballs (fetch)."""
