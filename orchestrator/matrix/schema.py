@@ -1,8 +1,7 @@
-"""matrix.yaml: load, validate, and expand into cells.
+"""matrix.yaml's schema: pydantic models for every key, validated on load.
 
-The matrix is data (see matrix.yaml at the top of the repository). Loading it validates every
-field with pydantic; any problem becomes one ConfigError line naming the file, the line, the
-place in the document and what was expected.
+Closed sets are enums, versions and hashes are checked by pattern, and cross-field rules
+(default profile exists, excludes match something) live in MatrixModel's validator.
 """
 
 from __future__ import annotations
@@ -11,11 +10,9 @@ import enum
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
-import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 from pydantic import (
@@ -23,13 +20,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
-
-from orchestrator.errors import ConfigError, SelectionError
 
 
 class Arch(enum.StrEnum):
@@ -96,7 +89,7 @@ class ConditionalItem(_Strict):
 PackageEntry = NonEmpty | ConditionalItem
 
 
-def _select(entries: Sequence[PackageEntry], version: Version | None) -> list[str]:
+def select_entries(entries: Sequence[PackageEntry], version: Version | None) -> list[str]:
     """Names of the entries that apply to `version` (all of them when version is None)."""
     names: list[str] = []
     for entry in entries:
@@ -259,7 +252,7 @@ class Stack(_Strict):
 def _union(entries: Sequence[PackageEntry], versions: Iterable[Version]) -> list[str]:
     wanted: set[str] = set()
     for version in versions:
-        wanted.update(_select(entries, version))
+        wanted.update(select_entries(entries, version))
     return sorted(wanted)
 
 
@@ -331,214 +324,3 @@ class MatrixModel(_Strict):
                     f"excludes[{index}].{field_name}: {pattern!r} matches no {field_name} "
                     f"in the matrix (known: {', '.join(known)})"
                 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Cell:
-    """One build: a Python version on a stack for an arch."""
-
-    python: PythonSource
-    stack_name: str
-    stack: Stack
-    arch: Arch
-
-    @property
-    def version(self) -> str:
-        return self.python.version
-
-    @property
-    def id(self) -> str:
-        return f"{self.python.version}-{self.stack_name}-{self.arch.value}"
-
-    @property
-    def archive_stem(self) -> str:
-        stack = self.stack
-        return f"python-{self.version}-{stack.distro}-{stack.distro_version}-{self.arch.value}"
-
-    @property
-    def archive_name(self) -> str:
-        return f"{self.archive_stem}.tar.zst"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Matrix:
-    """A validated matrix and the file it came from."""
-
-    path: Path
-    model: MatrixModel
-
-    @property
-    def root(self) -> Path:
-        """Directory of matrix.yaml: relative paths in it are relative to here."""
-        return self.path.parent
-
-    @property
-    def source_cache(self) -> Path:
-        return (self.root / self.model.sources.cache_dir).resolve()
-
-    def profile(self, name: str | None) -> tuple[str, Profile]:
-        chosen = name or self.model.default_profile
-        if chosen not in self.model.profiles:
-            raise ConfigError(
-                f"unknown profile {chosen!r}",
-                hint=f"choose one of: {', '.join(sorted(self.model.profiles))}",
-            )
-        return chosen, self.model.profiles[chosen]
-
-    def expected_modules(self, version: Version) -> list[str]:
-        return _select(self.model.expected_modules, version)
-
-    def versions_on(self, stack_name: str) -> list[Version]:
-        return sorted(
-            {cell.python.parsed for cell in self.cells() if cell.stack_name == stack_name}
-        )
-
-    def cells(self) -> list[Cell]:
-        """Every cell of the matrix, minus excludes, in a stable order."""
-        result: list[Cell] = []
-        for python in sorted(self.model.pythons, key=lambda p: p.parsed):
-            for stack_name, stack in self.model.stacks.items():
-                for arch in self.model.arches:
-                    if any(
-                        ex.matches(python.version, stack_name, arch.value)
-                        for ex in self.model.excludes
-                    ):
-                        continue
-                    result.append(
-                        Cell(python=python, stack_name=stack_name, stack=stack, arch=arch)
-                    )
-        return result
-
-    def select(self, selectors: Sequence[str]) -> list[Cell]:
-        """Cells whose id matches any glob selector; all cells when no selector is given."""
-        cells = self.cells()
-        if not selectors:
-            return cells
-        chosen: list[Cell] = []
-        for selector in selectors:
-            matched = [c for c in cells if fnmatch.fnmatchcase(c.id, selector)]
-            if not matched:
-                raise SelectionError(
-                    f"{selector!r} matches no cell of {self.path.name}",
-                    hint="cell ids look like 3.13.5-debian-12-amd64; "
-                    "`orchestrator plan` lists them",
-                )
-            chosen.extend(c for c in matched if c not in chosen)
-        return chosen
-
-    def cell(self, cell_id: str) -> Cell:
-        for cell in self.cells():
-            if cell.id == cell_id:
-                return cell
-        raise SelectionError(
-            f"no cell {cell_id!r} in {self.path.name}",
-            hint="`orchestrator plan` lists the cell ids",
-        )
-
-
-# --- loading -------------------------------------------------------------------------------
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (first at line {seen[key] + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
-def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
-    """1-based line of the YAML node at pydantic location `loc` (or its nearest parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = None
-            for key_node, value_node in node.value:
-                if str(key_node.value) == str(part):
-                    found = value_node
-                    break
-            if found is None:
-                return line
-            node = found
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return line
-            node = node.value[part]
-        else:
-            return line
-        line = node.start_mark.line + 1
-    return line
-
-
-def _format_loc(loc: Sequence[int | str]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
-def _describe(error: ErrorDetails) -> tuple[tuple[int | str, ...], str]:
-    # Drop pydantic's union-branch labels (e.g. 'str', 'ConditionalItem') from the location.
-    loc = tuple(
-        p
-        for p in error["loc"]
-        if not (
-            isinstance(p, str)
-            and (p in {"str", "ConditionalItem"} or p.startswith("constrained-str"))
-        )
-    )
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling; see the matrix format in README.md)"
-    elif error["type"] == "missing":
-        message = "required key is missing"
-    elif error["type"] == "string_pattern_mismatch" and loc and loc[-1] == "sha256":
-        message = "expected a sha256: 64 lowercase hex digits computed from the real tarball"
-    return loc, message
-
-
-def load_matrix(path: Path) -> Matrix:
-    """Read and validate matrix.yaml; raise ConfigError with one clear line on any problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file", hint="run from the repository root or pass --matrix PATH"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        model = MatrixModel.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        loc, message = _describe(errors[0])
-        line = _line_of(root_node, loc)
-        where = f"{path}:{line}" if line else str(path)
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        place = f"{_format_loc(loc)}: " if loc else ""
-        raise ConfigError(f"{where}: {place}{message}{more}") from None
-    return Matrix(path=path.resolve(), model=model)

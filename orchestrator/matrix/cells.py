@@ -1,0 +1,123 @@
+"""A validated matrix expanded into cells: one build per Python version, stack and arch."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import Version
+
+from orchestrator.errors import ConfigError, SelectionError
+from orchestrator.matrix.schema import (
+    Arch,
+    MatrixModel,
+    Profile,
+    PythonSource,
+    Stack,
+    select_entries,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One build: a Python version on a stack for an arch."""
+
+    python: PythonSource
+    stack_name: str
+    stack: Stack
+    arch: Arch
+
+    @property
+    def version(self) -> str:
+        return self.python.version
+
+    @property
+    def id(self) -> str:
+        return f"{self.python.version}-{self.stack_name}-{self.arch.value}"
+
+    @property
+    def archive_stem(self) -> str:
+        stack = self.stack
+        return f"python-{self.version}-{stack.distro}-{stack.distro_version}-{self.arch.value}"
+
+    @property
+    def archive_name(self) -> str:
+        return f"{self.archive_stem}.tar.zst"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    """A validated matrix and the file it came from."""
+
+    path: Path
+    model: MatrixModel
+
+    @property
+    def root(self) -> Path:
+        """Directory of matrix.yaml: relative paths in it are relative to here."""
+        return self.path.parent
+
+    @property
+    def source_cache(self) -> Path:
+        return (self.root / self.model.sources.cache_dir).resolve()
+
+    def profile(self, name: str | None) -> tuple[str, Profile]:
+        chosen = name or self.model.default_profile
+        if chosen not in self.model.profiles:
+            raise ConfigError(
+                f"unknown profile {chosen!r}",
+                hint=f"choose one of: {', '.join(sorted(self.model.profiles))}",
+            )
+        return chosen, self.model.profiles[chosen]
+
+    def expected_modules(self, version: Version) -> list[str]:
+        return select_entries(self.model.expected_modules, version)
+
+    def versions_on(self, stack_name: str) -> list[Version]:
+        return sorted(
+            {cell.python.parsed for cell in self.cells() if cell.stack_name == stack_name}
+        )
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the matrix, minus excludes, in a stable order."""
+        result: list[Cell] = []
+        for python in sorted(self.model.pythons, key=lambda p: p.parsed):
+            for stack_name, stack in self.model.stacks.items():
+                for arch in self.model.arches:
+                    if any(
+                        ex.matches(python.version, stack_name, arch.value)
+                        for ex in self.model.excludes
+                    ):
+                        continue
+                    result.append(
+                        Cell(python=python, stack_name=stack_name, stack=stack, arch=arch)
+                    )
+        return result
+
+    def select(self, selectors: Sequence[str]) -> list[Cell]:
+        """Cells whose id matches any glob selector; all cells when no selector is given."""
+        cells = self.cells()
+        if not selectors:
+            return cells
+        chosen: list[Cell] = []
+        for selector in selectors:
+            matched = [c for c in cells if fnmatch.fnmatchcase(c.id, selector)]
+            if not matched:
+                raise SelectionError(
+                    f"{selector!r} matches no cell of {self.path.name}",
+                    hint="cell ids look like 3.13.5-debian-12-amd64; "
+                    "`orchestrator plan` lists them",
+                )
+            chosen.extend(c for c in matched if c not in chosen)
+        return chosen
+
+    def cell(self, cell_id: str) -> Cell:
+        for cell in self.cells():
+            if cell.id == cell_id:
+                return cell
+        raise SelectionError(
+            f"no cell {cell_id!r} in {self.path.name}",
+            hint="`orchestrator plan` lists the cell ids",
+        )
