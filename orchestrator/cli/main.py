@@ -1,0 +1,43 @@
+"""Entry point: run the command group, turn FarmError into one line and an exit status."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import NoReturn
+
+import click
+
+from orchestrator.cli.app import cli
+from orchestrator.errors import FarmError, Interrupted
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM takes the same path as Ctrl-C, so every `finally` removes its container.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        cli.main(args=argv, prog_name="orchestrator", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        return Interrupted.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except FarmError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; running containers were removed", err=True)
+        return Interrupted.exit_code
+    return 0
+
+
+def console_main() -> NoReturn:
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""`orchestrator nightly`: rebuild and publish what changed, skip the rest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from orchestrator.cli.app import Context, cli, pass_context, publish_options, resolve_publish_target
+from orchestrator.errors import RunFailed
+
+
+@cli.command()
+@click.argument("selectors", nargs=-1)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Cells built at once (default: one per 2 cores and 4 GB of memory).",
+)
+@click.option("--profile", help="Build profile (default: default_profile).")
+@click.option(
+    "--no-publish",
+    is_flag=True,
+    help="Build only; skip decisions then use the local artifacts' metadata.",
+)
+@click.option("--fail-fast", is_flag=True, help="Start no new cell after a failure.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the outcome of every cell as JSON.",
+)
+@click.option(
+    "--engine",
+    "engines",
+    multiple=True,
+    metavar="ARCH=URL",
+    help="Docker endpoint for an arch, e.g. arm64=ssh://arm64-builder (repeatable; "
+    "matrix.yaml `engines:` too).",
+)
+@click.option(
+    "--extra-ca",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    envvar="FARM_EXTRA_CA",
+    help="PEM bundle added to the images' trust store.",
+)
+@click.option(
+    "--transfer",
+    type=click.Choice(["auto", "bind", "copy"]),
+    default="auto",
+    show_default=True,
+    help="How inputs/outputs reach build containers: bind mounts (local engine) or "
+    "copies through the API (remote engines).",
+)
+@publish_options
+@pass_context
+def nightly(
+    context: Context,
+    /,
+    selectors: tuple[str, ...],
+    jobs: int | None,
+    profile: str | None,
+    no_publish: bool,
+    fail_fast: bool,
+    report_path: Path | None,
+    engines: tuple[str, ...],
+    extra_ca: Path | None,
+    transfer: str,
+    **target: Any,
+) -> None:
+    """Rebuild what changed in the matrix (or SELECTORS), publish it, skip the rest.
+
+    Each cell's fingerprint hashes everything that can change its output (source sha256,
+    rendered Dockerfile, base image id, build recipe, profile, flags, recipe_version). A
+    cell whose published manifest entry carries the same fingerprint is skipped without a
+    container or an upload; --force rebuilds and republishes anyway. Builder images are
+    built once per stack and arch first. One failed cell does not stop the others; the exit
+    status is 11 when any cell failed. Ctrl-C / SIGTERM removes running containers and
+    publishes nothing partial; the next run skips what was finished.
+
+    On a terminal: a live table; elsewhere timestamped lines; in GitHub Actions, folded
+    groups, ::error annotations and a step summary. Logs: OUT/logs/<cell>.log.
+    """
+    from orchestrator.build import BuildOptions
+    from orchestrator.engine import EnginePool, parse_engine_options
+    from orchestrator.nightly import Machine, Nightly, NightlyOptions, with_limits
+    from orchestrator.progress import (
+        append_step_summary,
+        make_reporter,
+        summary_table,
+        write_report,
+    )
+    from orchestrator.publish.publisher import Publisher
+    from orchestrator.publish.target import open_store
+
+    matrix = context.matrix
+    cells = matrix.select(selectors)
+    force, dry_run = bool(target["force"]), bool(target["dry_run"])
+    machine = Machine.this()
+    jobs = jobs or machine.default_jobs()
+    build_options = with_limits(
+        BuildOptions(profile=profile, extra_ca=extra_ca, transfer=transfer),  # type: ignore[arg-type]
+        machine,
+        jobs,
+    )
+    pool = EnginePool({**matrix.model.engines, **parse_engine_options(engines)})
+    reporter = make_reporter([c.id for c in cells])
+    publisher = None
+    if not no_publish:
+        resolved = resolve_publish_target(context, target)
+        reporter.message(f"publishing to {resolved.describe()}")
+        store = open_store(resolved, on_retry=lambda line: reporter.message(f"retry: {line}"))
+        publisher = Publisher(store, prefix=resolved.prefix, progress=reporter.message)
+    runner = Nightly(
+        matrix,
+        engines=pool,
+        layout=context.layout,
+        options=NightlyOptions(build=build_options, jobs=jobs, force=force, fail_fast=fail_fast),
+        reporter=reporter,
+        publisher=publisher,
+    )
+    started = time.monotonic()
+    try:
+        if dry_run:
+            todo, outcomes = runner.plan(cells)
+            reporter.close()
+            for item in todo:
+                click.echo(f"build   {item.cell.id}  fingerprint {item.fingerprint[:16]}")
+            for outcome in outcomes:
+                click.echo(f"{outcome.result:<7} {outcome.cell}  {outcome.reason}")
+            return
+        outcomes = runner.run(cells)
+    finally:
+        reporter.close()
+    order = {c.id: i for i, c in enumerate(cells)}
+    outcomes.sort(key=lambda o: order.get(o.cell, 0))
+    Console().print(summary_table(outcomes))
+    if report_path:
+        write_report(report_path, outcomes, seconds=time.monotonic() - started)
+    append_step_summary(outcomes)
+    bad = [o for o in outcomes if o.result in ("failed", "cancelled")]
+    if bad:
+        raise RunFailed(
+            f"{len(bad)} of {len(outcomes)} cell(s) failed: {', '.join(o.cell for o in bad)}",
+            hint=f"logs in {context.layout.logs}",
+        )
