@@ -43,6 +43,11 @@ class SourceError(FarmError):
     exit_code = 4
 
 
+class SignatureError(SourceError):
+    """A source tarball's upstream signature is bad, from a key or identity not pinned for its
+    version, or missing when the matrix requires one."""
+
+
 class DockerError(FarmError):
     """The Docker engine is unreachable or refused a request (infrastructure, retryable)."""
 
@@ -89,3 +94,10 @@ class RunFailed(FarmError):
     """A multi-cell run finished with failed or cancelled cells (see its summary)."""
 
     exit_code = 11
+
+
+class FeedError(FarmError):
+    """A release feed answered with malformed data, or two feeds disagree on a tarball's hash;
+    matrix.yaml was left unchanged."""
+
+    exit_code = 12

@@ -25,7 +25,8 @@ need_pkgs() {  # print the packages from "$@" that are not installed
   for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done
 }
 
-wanted="debootstrap qemu-user-static binfmt-support zstd ca-certificates dpkg-dev xz-utils patchelf gcc libc6-dev"
+# gpg/gpgv check upstream signatures; debian-archive-keyring proves Debian's source indexes.
+wanted="debootstrap qemu-user-static binfmt-support zstd ca-certificates dpkg-dev xz-utils patchelf gcc libc6-dev gpg gpgv debian-archive-keyring"
 # An engine that already works (e.g. docker-ce on CI runners) is kept: docker.io would
 # conflict with it.
 if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then

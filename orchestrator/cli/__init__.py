@@ -1,4 +1,4 @@
-"""Command line: `orchestrator render|plan|fetch|build|publish|nightly|check-manifest|verify`.
+"""Command line: `orchestrator versions|render|plan|fetch|build|publish|nightly|...`.
 
 One module per command; app.py holds the group and what commands share, main.py the entry
 point. The only place that prints for humans and turns FarmError into an exit status.
@@ -14,6 +14,7 @@ from orchestrator.cli import (  # noqa: F401
     publish,
     render,
     verify,
+    versions,
 )
 from orchestrator.cli.app import cli
 from orchestrator.cli.main import console_main, main

@@ -31,6 +31,10 @@ class Context:
             self._matrix = load_matrix(self.matrix_path)
         return self._matrix
 
+    def reload_matrix(self) -> None:
+        """Read matrix.yaml again on next use (after a command rewrote it)."""
+        self._matrix = None
+
 
 def say(message: str) -> None:
     click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)

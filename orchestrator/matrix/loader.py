@@ -99,6 +99,12 @@ def load_matrix(path: Path) -> Matrix:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_matrix(text, path)
+
+
+def parse_matrix(text: str, path: Path) -> Matrix:
+    """Validate matrix text as if read from `path` (named in messages; its directory is the
+    matrix root)."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
         root_node = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -6,12 +6,13 @@ Closed sets are enums, versions and hashes are checked by pattern, and cross-fie
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
@@ -149,9 +150,83 @@ class BuildFlags(_Strict):
     ldflags: str = ""
 
 
+_FEED_NAME = r"^[a-z0-9][a-z0-9.-]*$"
+_HTTP_URL = r"^(https?|file)://[^\s]+$"
+Minor = Annotated[str, StringConstraints(pattern=r"^3\.[0-9]+$")]
+
+
+def _end_of_month(value: object) -> object:
+    """'2026-10' -> 2026-10-31; anything else is left for pydantic to judge."""
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}", value):
+        year, month = (int(part) for part in value.split("-"))
+        if 1 <= month <= 12:
+            first_of_next = dt.date(year + month // 12, month % 12 + 1, 1)
+            return first_of_next - dt.timedelta(days=1)
+    return value
+
+
+class PythonOrgFeedSettings(_Strict):
+    """python.org's release API (the JSON behind its downloads pages)."""
+
+    kind: Literal["python.org"]
+    name: Annotated[str, StringConstraints(pattern=_FEED_NAME)] = "python.org"
+    url: Annotated[str, StringConstraints(pattern=_HTTP_URL)] = Field(
+        default="https://www.python.org/api/v2/downloads/",
+        description="base of the API: release/ and release_file/ are read below it",
+    )
+
+
+class DebianSourcesFeedSettings(_Strict):
+    """A Debian archive's source index: python3.X packages carry upstream's tarballs."""
+
+    kind: Literal["debian-sources"]
+    name: Annotated[str, StringConstraints(pattern=_FEED_NAME)]
+    archive: Annotated[str, StringConstraints(pattern=_HTTP_URL)] = Field(
+        description="archive root, e.g. http://deb.debian.org/debian"
+    )
+    suite: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    component: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] = "main"
+    keyring: Path | None = Field(
+        default=None,
+        description="Debian archive keyring: the suite's InRelease must verify with it, and "
+        "Sources.xz must have the sha256 InRelease lists",
+    )
+
+
+ReleaseFeedSettings = Annotated[
+    PythonOrgFeedSettings | DebianSourcesFeedSettings, Field(discriminator="kind")
+]
+
+
 class SourceSettings(_Strict):
     cache_dir: Path = Path(".cache/sources")
     mirrors: list[NonEmpty] = Field(min_length=1)
+    release_feeds: list[ReleaseFeedSettings] = Field(
+        default_factory=list, description="where `orchestrator versions` learns of releases"
+    )
+    end_of_life: dict[Minor, dt.date] = Field(
+        default_factory=dict,
+        description="minor -> end of life, from the devguide's release-cycle.json; YYYY-MM "
+        "(as upstream states future dates) means the last day of that month",
+    )
+
+    @field_validator("end_of_life", mode="before")
+    @classmethod
+    def _month_dates(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        return {minor: _end_of_month(when) for minor, when in value.items()}
+
+    @field_validator("release_feeds")
+    @classmethod
+    def _unique_feed_names(
+        cls, feeds: list[PythonOrgFeedSettings | DebianSourcesFeedSettings]
+    ) -> list[PythonOrgFeedSettings | DebianSourcesFeedSettings]:
+        names = [feed.name for feed in feeds]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"feed name(s) used more than once: {', '.join(duplicates)}")
+        return feeds
 
     @field_validator("mirrors")
     @classmethod
@@ -170,6 +245,53 @@ class SourceSettings(_Strict):
                     f"mirror {template!r} must start with https://, http:// or file://"
                 )
         return mirrors
+
+
+Fingerprint = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9A-F]{40}$"),
+    Field(description="full OpenPGP v4 fingerprint: 40 upper-case hex digits, no spaces"),
+]
+
+
+class OpenPGPSigners(_Strict):
+    """Release managers' keys for some Python versions."""
+
+    python: str = Field(description="PEP 440 specifier, e.g. '>=3.12,<3.14'")
+    fingerprints: list[Fingerprint] = Field(min_length=1)
+
+    _check_python = field_validator("python")(classmethod(lambda cls, v: _parse_specifier(v)))
+
+    def applies_to(self, version: Version) -> bool:
+        return _version_matches(self.python, version)
+
+
+class SigstoreSigner(_Strict):
+    """The identity and OIDC issuer a release's Sigstore bundle must carry."""
+
+    python: str = Field(description="PEP 440 specifier, e.g. '>=3.14,<3.15'")
+    identity: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
+    issuer: Annotated[str, StringConstraints(pattern=r"^https://[^\s]+$")]
+
+    _check_python = field_validator("python")(classmethod(lambda cls, v: _parse_specifier(v)))
+
+    def applies_to(self, version: Version) -> bool:
+        return _version_matches(self.python, version)
+
+
+class SignatureSettings(_Strict):
+    """Upstream signatures checked on every source tarball, on top of the sha256 pin."""
+
+    required: bool = Field(
+        default=False,
+        description="true: a tarball with no signature to check is refused (a bad one always is)",
+    )
+    keys_dir: Path = Field(
+        default=Path("keys"),
+        description="public keys as <FINGERPRINT>.asc, relative to matrix.yaml",
+    )
+    openpgp: list[OpenPGPSigners] = Field(default_factory=list)
+    sigstore: list[SigstoreSigner] = Field(default_factory=list)
 
 
 class PublishSettings(_Strict):
@@ -283,6 +405,7 @@ class MatrixModel(_Strict):
     arches: list[Arch] = Field(min_length=1)
     excludes: list[Exclude] = Field(default_factory=list)
     expected_modules: list[PackageEntry] = Field(min_length=1)
+    signatures: SignatureSettings = Field(default_factory=SignatureSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     engines: dict[Arch, NonEmpty] = Field(
         default_factory=dict,

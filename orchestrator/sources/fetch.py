@@ -7,18 +7,13 @@ is renamed into place, so the cache never holds a wrong or half-written tarball.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import http.client
 import os
-import socket
-import ssl
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from tenacity import (
     RetryCallState,
@@ -29,12 +24,11 @@ from tenacity import (
     wait_exponential,
 )
 
-from orchestrator.errors import SourceError
+from orchestrator.errors import SignatureError, SourceError
 from orchestrator.fsutil import fsync_dir
 from orchestrator.matrix import PythonSource
-
-CHUNK_SIZE = 1024 * 1024
-USER_AGENT = "python-runtime-farm/0.1 (source fetcher)"
+from orchestrator.sources.http import CHUNK_SIZE, TransferFailed, stream_url
+from orchestrator.sources.signatures import SignaturePolicy, SourceProof, prove_source
 
 # Transient failures get a few quick retries on the same mirror; the budget stops a mirror that
 # times out slowly from being retried at all (the next mirror is a better bet).
@@ -51,6 +45,7 @@ class FetchedSource:
     sha256: str
     size: int
     url: str | None  # None: reused from the cache, no network
+    proof: SourceProof  # what was verified: the sha256 pin, and upstream's signatures
 
 
 class SourceChecksumError(SourceError):
@@ -106,82 +101,10 @@ def verify_file(path: Path, expected_sha256: str) -> str:
 # --- one mirror ------------------------------------------------------------------------------
 
 
-class _MirrorFailed(Exception):
-    """This mirror did not deliver; `reason` is a short phrase for the final error message."""
-
-    def __init__(self, reason: str, *, retryable: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Mismatch:
     actual: str
     size: int
-
-
-def _classify(exc: BaseException, timeout: float) -> _MirrorFailed:
-    """Turn a urllib/socket error into a short reason and whether a retry could help."""
-    if isinstance(exc, urllib.error.HTTPError):
-        # 5xx, 408 and 429 are the server's way of saying "try again"; 404 and friends are not.
-        retryable = exc.code >= 500 or exc.code in (408, 429)
-        text = f"HTTP {exc.code} {exc.reason}" if exc.reason else f"HTTP {exc.code}"
-        return _MirrorFailed(text.strip(), retryable=retryable)
-    if isinstance(exc, urllib.error.URLError):
-        # urllib wraps the socket error; classify what is inside.
-        if isinstance(exc.reason, BaseException):
-            return _classify(exc.reason, timeout)
-        return _MirrorFailed(str(exc.reason), retryable=False)
-    if isinstance(exc, socket.gaierror):
-        return _MirrorFailed("host not found", retryable=False)
-    if isinstance(exc, ConnectionRefusedError):
-        return _MirrorFailed("connection refused", retryable=False)
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return _MirrorFailed(f"TLS certificate rejected: {exc.verify_message}", retryable=False)
-    if isinstance(exc, TimeoutError):
-        return _MirrorFailed(f"timed out after {timeout:g}s", retryable=True)
-    if isinstance(exc, ConnectionError | http.client.HTTPException):
-        return _MirrorFailed(f"connection dropped ({type(exc).__name__})", retryable=True)
-    if isinstance(exc, FileNotFoundError):
-        return _MirrorFailed("no such file", retryable=False)
-    if isinstance(exc, OSError):
-        return _MirrorFailed(exc.strerror or str(exc) or type(exc).__name__, retryable=False)
-    return _MirrorFailed(str(exc) or type(exc).__name__, retryable=False)
-
-
-def _stream(url: str, out: BinaryIO, tmp: Path, timeout: float) -> tuple[str, int]:
-    """Copy `url` into `out`, returning (sha256, size). Network trouble -> _MirrorFailed."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise _classify(exc, timeout) from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise _classify(exc, timeout) from None
-    digest = hashlib.sha256()
-    size = 0
-    with response:
-        announced = response.headers.get("Content-Length")
-        while True:
-            try:
-                chunk = response.read(CHUNK_SIZE)
-            except (OSError, http.client.HTTPException) as exc:
-                raise _classify(exc, timeout) from None
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
-            try:
-                out.write(chunk)
-            except OSError as exc:
-                # The local disk, not the mirror: no other mirror will do better.
-                raise SourceError(f"cannot write {tmp}: {exc.strerror or exc}") from None
-    # http.client ends a short body silently; call it a dropped connection, not a bad hash.
-    if announced is not None and announced.isdigit() and size < int(announced):
-        raise _MirrorFailed(f"connection dropped after {size} of {announced} bytes", retryable=True)
-    return digest.hexdigest(), size
 
 
 def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | _Mismatch:
@@ -196,7 +119,7 @@ def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | 
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            actual, size = _stream(url, out, tmp, timeout)
+            actual, size = stream_url(url, out, timeout=timeout, dest=tmp)
             if actual != expected:
                 tmp.unlink(missing_ok=True)
                 return _Mismatch(actual=actual, size=size)
@@ -208,7 +131,7 @@ def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | 
         # Includes KeyboardInterrupt: never leave a .part file behind.
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            # _stream turns network OSErrors into _MirrorFailed; this one is the local disk.
+            # stream_url turns network OSErrors into TransferFailed; this one is the local disk.
             raise SourceError(f"cannot write {final}: {exc.strerror or exc}") from None
         raise
     fsync_dir(final.parent)
@@ -220,7 +143,7 @@ def _download_with_retries(
 ) -> int | _Mismatch:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        reason = exc.reason if isinstance(exc, _MirrorFailed) else "error"
+        reason = exc.reason if isinstance(exc, TransferFailed) else "error"
         wait = state.next_action.sleep if state.next_action else 0.0
         progress(
             f"{url}: {reason}; retrying in {wait:.2g}s "
@@ -230,7 +153,7 @@ def _download_with_retries(
     retrying = Retrying(
         stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_BUDGET_SECONDS),
         wait=RETRY_WAIT,
-        retry=retry_if_exception(lambda exc: isinstance(exc, _MirrorFailed) and exc.retryable),
+        retry=retry_if_exception(lambda exc: isinstance(exc, TransferFailed) and exc.retryable),
         before_sleep=before_sleep,
         reraise=True,
     )
@@ -260,7 +183,9 @@ def _reuse_cached(final: Path, expected: str, progress: Progress) -> FetchedSour
         return None
     size = final.stat().st_size
     progress(f"reusing cached {final} (sha256 verified)")
-    return FetchedSource(path=final, sha256=digest, size=size, url=None)
+    return FetchedSource(
+        path=final, sha256=digest, size=size, url=None, proof=SourceProof(sha256=digest)
+    )
 
 
 def fetch_source(
@@ -270,13 +195,44 @@ def fetch_source(
     cache_dir: Path,
     progress: Progress | None = None,
     timeout: float = 30.0,
+    signatures: SignaturePolicy | None = None,
 ) -> FetchedSource:
-    """Return `python`'s tarball in `cache_dir`, verified against its sha256 pin.
+    """Return `python`'s tarball in `cache_dir`, verified against its sha256 pin and, with a
+    `signatures` policy, against upstream's signatures (see orchestrator.sources.signatures).
 
     A verified cached copy is reused without touching the network; otherwise each mirror is
     tried in order until one serves bytes with the pinned hash. Raises SourceError naming the
-    reason per mirror when none does.
+    reason per mirror when none does, SignatureError when a signature is bad (the tarball is
+    then removed from the cache: nothing unproven is kept).
     """
+    fetched = _fetch_pinned(
+        python, mirrors=mirrors, cache_dir=cache_dir, progress=progress, timeout=timeout
+    )
+    if signatures is None:
+        return fetched
+    try:
+        proof = prove_source(
+            fetched.path,
+            sha256=fetched.sha256,
+            tarball_urls=mirror_urls(python, mirrors),
+            cache_dir=cache_dir,
+            policy=signatures,
+            progress=progress or (lambda _line: None),
+        )
+    except SignatureError:
+        fetched.path.unlink(missing_ok=True)
+        raise
+    return dataclasses.replace(fetched, proof=proof)
+
+
+def _fetch_pinned(
+    python: PythonSource,
+    *,
+    mirrors: Sequence[str],
+    cache_dir: Path,
+    progress: Progress | None,
+    timeout: float,
+) -> FetchedSource:
     report: Progress = progress or (lambda _line: None)
     expected = python.sha256.lower()
     try:
@@ -297,7 +253,7 @@ def fetch_source(
             outcome = _download_with_retries(
                 url, final=final, expected=expected, timeout=timeout, progress=report
             )
-        except _MirrorFailed as exc:
+        except TransferFailed as exc:
             report(f"{url}: {exc.reason}")
             failures.append(f"{url}: {exc.reason}")
             continue
@@ -308,7 +264,9 @@ def fetch_source(
             failures.append(line)
             continue
         report(f"verified sha256 {expected} of {python.tarball} ({outcome} bytes)")
-        return FetchedSource(path=final, sha256=expected, size=outcome, url=url)
+        return FetchedSource(
+            path=final, sha256=expected, size=outcome, url=url, proof=SourceProof(sha256=expected)
+        )
 
     raise _all_failed(python, failures, mismatches, final)
 

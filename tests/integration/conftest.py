@@ -39,12 +39,12 @@ def repo_matrix() -> Matrix:
 
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
-    """matrix.yaml, templates/ and dockerfiles/ copied to a temp dir, to change freely."""
+    """matrix.yaml, templates/, dockerfiles/ and keys/ copied to a temp dir, to change freely."""
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(REPO_ROOT / "matrix.yaml", project / "matrix.yaml")
-    shutil.copytree(REPO_ROOT / "templates", project / "templates")
-    shutil.copytree(REPO_ROOT / "dockerfiles", project / "dockerfiles")
+    for directory in ("templates", "dockerfiles", "keys"):
+        shutil.copytree(REPO_ROOT / directory, project / directory)
     return project
 
 

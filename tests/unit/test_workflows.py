@@ -64,7 +64,8 @@ def test_nightly_triggers_and_jobs() -> None:
     assert workflow["on"]["schedule"][0]["cron"].count(" ") == 4
     assert "workflow_dispatch" in workflow["on"]
     jobs = workflow["jobs"]
-    assert set(jobs) == {"plan", "build", "check-manifest"}
+    assert set(jobs) == {"versions", "plan", "build", "check-manifest"}
+    assert jobs["plan"]["needs"] == "versions" and "cancelled()" in jobs["plan"]["if"]
     assert jobs["build"]["needs"] == "plan"
     assert jobs["build"]["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
     assert jobs["build"]["strategy"]["fail-fast"] is False
@@ -121,3 +122,16 @@ def test_github_matrix_is_what_the_workflow_consumes(
             entry["runner"] == {"amd64": "ubuntu-24.04", "arm64": "ubuntu-24.04-arm"}[entry["arch"]]
         )
         assert entry["cell"] == f"{entry['version']}-{entry['stack']}-{entry['arch']}"
+
+
+def test_nightly_proposes_new_pins_in_a_pull_request() -> None:
+    job = _load("nightly.yml")["jobs"]["versions"]
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    run = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "orchestrator versions --update" in run and "orchestrator render --check" in run
+    assert "debian-archive-keyring" in run and "gpgv" in run
+    pr = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("peter-evans/"))
+    assert pr["uses"] == "peter-evans/create-pull-request@v7"
+    assert set(pr["with"]["add-paths"].split()) == {"matrix.yaml", "dockerfiles/"}
+    # The rest of the workflow keeps read-only repository access.
+    assert _load("nightly.yml")["permissions"]["contents"] == "read"
