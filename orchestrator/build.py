@@ -23,11 +23,16 @@ from orchestrator.buildspec import BuildSpec, build_spec, installed_recipe_diges
 from orchestrator.cellbuild import Limits, Transfer, run_build_container
 from orchestrator.errors import SourceError
 from orchestrator.fingerprint import fingerprint, fingerprint_inputs
+from orchestrator.fsutil import write_atomic
 from orchestrator.images import BuiltImage, ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix
 from orchestrator.metadata import build_record, tree_sizes, write_json_atomic
+from orchestrator.publish.sbom import SBOM_FORMAT, build_sbom, sbom_name
+from orchestrator.publish.store import sha256_hex
+from orchestrator.sources.bundled import bundled_components
 from orchestrator.sources.fetch import FetchedSource, fetch_source
+from orchestrator.sources.signatures import policy_for
 from orchestrator.verify import VerificationReport, raise_for_failures, verify_archive
 
 Progress = Callable[[str], None]
@@ -128,7 +133,11 @@ def build_cell(
         mirrors=matrix.model.sources.mirrors,
         cache_dir=matrix.source_cache,
         progress=progress,
+        signatures=policy_for(
+            matrix.model.signatures, root=matrix.root, version=cell.python.parsed
+        ),
     )
+    progress(f"source proven by {source.proof.describe()}")
     log = layout.image_log(prepared.builder.tag)
     progress(f"builder image {prepared.builder.tag}")
     builder = ensure_image(
@@ -226,6 +235,7 @@ def _verify(
         expected_modules=prepared.spec.expected_modules,
         log_path=layout.logs / f"{cell.id}.verify.log",
         transfer=options.transfer,
+        stack_packages=cell.stack.run_packages_for([cell.python.parsed]),
     )
 
 
@@ -246,8 +256,10 @@ def _package(
     cell = spec.cell
     dest = layout.artifacts / cell.archive_name
     metadata_path = dest.with_name(cell.archive_stem + ".json")
+    sbom_path = dest.with_name(sbom_name(dest.name))
     # Drop the old record first: until the new one lands, the cell reads as "not built".
     metadata_path.unlink(missing_ok=True)
+    sbom_path.unlink(missing_ok=True)
     progress(f"packing {dest.name} (zstd level 22, long window)")
     sizes = tree_sizes(prefix, cell.python.major_minor)
     archive = pack_tree(prefix, dest, source_date_epoch=source_date_epoch(source.path))
@@ -256,6 +268,7 @@ def _package(
         spec=spec,
         archive=archive,
         source_url=source.url,
+        source_verification=source.proof.record(),
         base_image=builder.plan.base_image,
         base_image_id=builder.plan.base_image_id,
         builder_image=builder.plan.tag,
@@ -268,6 +281,15 @@ def _package(
     )
     report = verify(archive.path, record)
     record.update(report.metadata_fields())
+    if report.ok:
+        # The SBOM needs what verification learnt (linked packages and their versions).
+        sbom = build_sbom(
+            record,
+            bundled=bundled_components(source.path),
+            ships_pip_wheel=spec.profile.ensurepip or spec.profile.footprint.ensurepip_wheels,
+        ).encode()
+        write_atomic(sbom_path, sbom)
+        record["sbom"] = {"file": sbom_path.name, "sha256": sha256_hex(sbom), "format": SBOM_FORMAT}
     # Metadata last: its presence means archive and checksum beside it are complete. A
     # failed verification is recorded there too, and publishing refuses such a record.
     write_json_atomic(metadata_path, record)

@@ -72,6 +72,8 @@ class VerificationReport:
     checks: list[CheckResult]
     runtime_packages: list[str]  # apt packages providing the libraries the runtime links
     warnings: list[str]  # e.g. members that still name the build directory
+    # Installed versions, in the run image, of runtime_packages and the stack's run packages.
+    package_versions: dict[str, str] = field(default_factory=dict)
     needed: dict[str, list[str]] = field(default_factory=dict)  # ELF member -> DT_NEEDED
     seconds: float = 0.0
     log_path: Path | None = None
@@ -89,6 +91,7 @@ class VerificationReport:
         publishing looks at."""
         return {
             "runtime_packages": list(self.runtime_packages),
+            "run_image_packages": dict(sorted(self.package_versions.items())),
             "verification": {
                 "ok": self.ok,
                 "failures": [f"{c.name}: {c.detail}" for c in self.checks if not c.ok],
@@ -379,6 +382,43 @@ def _no_pycache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return None if "__pycache__" in info.name.split("/") else info
 
 
+def installed_versions(
+    client: DockerClient, *, image: str, packages: Sequence[str], arch: Arch, cell_id: str
+) -> dict[str, str]:
+    """package -> version installed in `image` (dpkg-query), for the SBOM. Packages the image
+    does not have are left out."""
+    if not packages:
+        return {}
+    container: Container | None = None
+    try:
+        container = client.containers.create(
+            image,
+            command=["dpkg-query", "-W", "-f=${Package}\t${Version}\n", *packages],
+            name=f"python-farm-verify-packages-{secrets.token_hex(4)}",
+            labels={CELL_LABEL: cell_id, ROLE_LABEL: "verify", OWNER_LABEL: owner()},
+            environment={},
+            network_disabled=True,
+            platform=arch.docker_platform,
+            detach=True,
+        )
+        container.start()
+        container.wait()  # exit 1 only says some package is not installed
+        stdout = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
+    except docker.errors.APIError as exc:
+        raise DockerError(
+            f"the engine refused the package query container: {exc.explanation or exc}"
+        ) from None
+    finally:
+        if container is not None:
+            remove_container(container)
+    versions: dict[str, str] = {}
+    for line in stdout.splitlines():
+        name, _, version = line.partition("\t")
+        if name and version.strip():
+            versions[name.split(":", 1)[0]] = version.strip()
+    return versions
+
+
 def leftover_verify_containers(
     client: DockerClient, *, owner_pid: int | None = None
 ) -> list[Container]:
@@ -402,6 +442,7 @@ def verify_archive(
     expected_modules: Sequence[str],
     log_path: Path,
     transfer: Transfer = "auto",
+    stack_packages: Sequence[str] = (),
 ) -> VerificationReport:
     """Run every check on `archive`; never raises for a failed check (see raise_for_failures).
 
@@ -451,6 +492,13 @@ def verify_archive(
             checks.extend(output.checks)
             warnings.extend(output.warnings)
             packages.update(output.packages)
+        package_versions = installed_versions(
+            client,
+            image=run_image,
+            packages=sorted(packages | set(stack_packages)),
+            arch=arch,
+            cell_id=cell_id,
+        )
         seconds = time.monotonic() - started
         log.write(f"# {sum(c.ok for c in checks)}/{len(checks)} checks passed in {seconds:.1f} s\n")
         for warning in warnings:
@@ -458,6 +506,7 @@ def verify_archive(
     return VerificationReport(
         checks=checks,
         runtime_packages=sorted(packages),
+        package_versions=package_versions,
         warnings=warnings,
         needed={e.name: list(e.needed) for e in scan.elves},
         seconds=seconds,

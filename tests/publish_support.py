@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestrator.publish.sbom import build_sbom, sbom_name
+
 
 def make_artifact(
     directory: Path,
@@ -16,8 +18,9 @@ def make_artifact(
     arch: str = "amd64",
     content: bytes = b"runtime bytes",
     size_bytes: int | None = None,
+    built_at: str = "2026-11-24T10:00:00Z",
 ) -> str:
-    """Write archive + .sha256 + .json for one cell into `directory`; return the name."""
+    """Write archive + .sha256 + SBOM + .json for one cell into `directory`; return the name."""
     distro, distro_version = stack.split("-", 1)
     name = f"python-{version}-{distro}-{distro_version}-{arch}.tar.zst"
     body = (
@@ -43,7 +46,19 @@ def make_artifact(
         "sha256": digest,
         "size": len(body),
         "fingerprint": hashlib.sha256(name.encode() + body).hexdigest(),
+        "built_at": built_at,
+        "source": {
+            "filename": f"Python-{version}.tar.xz",
+            "sha256": hashlib.sha256(f"source of {version}".encode()).hexdigest(),
+            "url": None,
+            "verification": {"methods": ["sha256"], "openpgp": None, "sigstore": None},
+        },
+        "runtime_packages": [],
+        "run_image_packages": {},
         "verification": {"ok": True, "failures": [], "checks": 49},
     }
+    sbom = build_sbom(record, bundled=[], ships_pip_wheel=False).encode()
+    (directory / sbom_name(name)).write_bytes(sbom)
+    record["sbom"] = {"file": sbom_name(name), "sha256": hashlib.sha256(sbom).hexdigest()}
     (directory / name.replace(".tar.zst", ".json")).write_text(json.dumps(record))
     return name

@@ -46,6 +46,8 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
     With --rebuild: the cell is built again from the same inputs and the two archives are
     compared; differing members are listed with what differs (size, content, mode, mtime).
     """
+    from packaging.version import Version
+
     from orchestrator.engine import connect
     from orchestrator.images import ensure_image, plan_image
     from orchestrator.matrix import Arch
@@ -83,6 +85,9 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
             builder_image=images["builder"],
             expected_modules=record["expected_modules"],
             log_path=context.layout.logs / f"{cell_id}.verify.log",
+            stack_packages=matrix.model.stacks[record["stack"]].run_packages_for(
+                [Version(record["version"])]
+            ),
         )
         for line in summary_lines(report):
             click.echo(line)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from orchestrator.errors import PublishError
+
 MANIFEST_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 UV_METADATA_NAME = "download-metadata.json"
@@ -30,8 +32,38 @@ def uv_metadata_key(prefix: str, stack: str, arch: str) -> str:
     return f"{normalize_prefix(prefix)}{stack}/{arch}/{UV_METADATA_NAME}"
 
 
+def build_number(record: dict[str, Any]) -> str:
+    """What uv compares to tell an upgrade: the UTC time the archive was built, as digits
+    (YYYYMMDDHHMMSS). uv orders builds numerically when both are integers, so a rebuild of
+    the same version always reads as newer; a fingerprint would order them at random."""
+    built_at = str(record.get("built_at") or "")
+    digits = "".join(ch for ch in built_at if ch.isdigit())[:14]
+    if len(digits) != 14:
+        raise PublishError(
+            f"{record.get('name')}: built_at {built_at!r} is not a UTC timestamp",
+            hint="rebuild the cell; its metadata predates build numbers",
+        )
+    return digits
+
+
+def source_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What proved the source tarball, for the manifest (details are in the .json)."""
+    source = record["source"]
+    verification = source.get("verification") or {}
+    openpgp = verification.get("openpgp") or {}
+    sigstore = verification.get("sigstore") or {}
+    return {
+        "filename": source["filename"],
+        "sha256": source["sha256"],
+        "verified_by": verification.get("methods", ["sha256"]),
+        "openpgp_fingerprint": openpgp.get("fingerprint"),
+        "sigstore_identity": sigstore.get("identity"),
+        "sigstore_issuer": sigstore.get("issuer"),
+    }
+
+
 def manifest_entry(
-    record: dict[str, Any], *, url: str, metadata_url: str, published_at: str
+    record: dict[str, Any], *, url: str, metadata_url: str, sbom_url: str, published_at: str
 ) -> dict[str, Any]:
     return {
         "name": record["name"],
@@ -43,8 +75,11 @@ def manifest_entry(
         "profile": record["profile"],
         "url": url,
         "metadata_url": metadata_url,
+        "sbom_url": sbom_url,
         "sha256": record["sha256"],
         "size": record["size"],
+        "build": build_number(record),
+        "source": source_summary(record),
         "fingerprint": record.get("fingerprint"),
         "published_at": published_at,
     }
@@ -76,8 +111,8 @@ def uv_entry(record: dict[str, Any], *, url: str) -> dict[str, Any]:
         "url": url,
         "sha256": record["sha256"],
         "variant": None,
-        # uv shows this as the build tag; the fingerprint names the exact inputs.
-        "build": (record.get("fingerprint") or record["sha256"])[:12],
+        # Monotonic: uv treats a higher build of the same version as an upgrade.
+        "build": build_number(record),
     }
 
 

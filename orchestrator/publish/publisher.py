@@ -37,6 +37,7 @@ from orchestrator.publish.manifests import (
     uv_key,
     uv_metadata_key,
 )
+from orchestrator.publish.sbom import SBOM_SUFFIX, sbom_name
 from orchestrator.publish.store import (
     ObjectExists,
     ObjectStore,
@@ -51,6 +52,7 @@ CONTENT_TYPES = {
     ".tar.zst": "application/zstd",
     ".sha256": "text/plain; charset=utf-8",
     ".json": "application/json",
+    SBOM_SUFFIX: "application/vnd.cyclonedx+json",
 }
 MAX_MANIFEST_ATTEMPTS = 30
 
@@ -62,6 +64,7 @@ class LocalArtifact:
     archive: Path
     sha256_file: Path
     metadata_file: Path
+    sbom_file: Path
     record: dict[str, Any]
 
     @property
@@ -86,7 +89,8 @@ def load_artifact(artifacts_dir: Path, archive_name: str) -> LocalArtifact:
     stem = archive_name.removesuffix(".tar.zst")
     sha256_file = artifacts_dir / f"{archive_name}.sha256"
     metadata_file = artifacts_dir / f"{stem}.json"
-    missing = [p.name for p in (archive, sha256_file, metadata_file) if not p.is_file()]
+    sbom_file = artifacts_dir / sbom_name(archive_name)
+    missing = [p.name for p in (archive, sha256_file, metadata_file, sbom_file) if not p.is_file()]
     if missing:
         raise PublishError(
             f"{archive_name}: incomplete artifact in {artifacts_dir} "
@@ -109,8 +113,17 @@ def load_artifact(artifacts_dir: Path, archive_name: str) -> LocalArtifact:
             f"{archive_name}: its verification {state}; refusing to publish",
             hint="rebuild it, or run `orchestrator verify CELL` and see the cell's log",
         )
+    if record.get("sbom", {}).get("sha256") != sha256_of(sbom_file):
+        raise PublishError(
+            f"{archive_name}: {sbom_file.name} is not the SBOM its .json names",
+            hint="rebuild the cell; nothing was published",
+        )
     return LocalArtifact(
-        archive=archive, sha256_file=sha256_file, metadata_file=metadata_file, record=record
+        archive=archive,
+        sha256_file=sha256_file,
+        metadata_file=metadata_file,
+        sbom_file=sbom_file,
+        record=record,
     )
 
 
@@ -125,6 +138,7 @@ class Publisher:
         return [
             self.prefix + artifact.archive.name,
             self.prefix + artifact.sha256_file.name,
+            self.prefix + artifact.sbom_file.name,
             self.prefix + artifact.metadata_file.name,
             manifest_key(self.prefix),
             uv_metadata_key(self.prefix, record["stack"], record["arch"]),
@@ -133,7 +147,7 @@ class Publisher:
     def publish(
         self, artifact: LocalArtifact, *, force: bool = False, dry_run: bool = False
     ) -> PublishOutcome:
-        archive_key, sha_key, json_key, *_ = keys = self.keys_for(artifact)
+        archive_key, sha_key, sbom_key, json_key, *_ = keys = self.keys_for(artifact)
         url = self.store.public_url(archive_key)
         if dry_run:
             for key in keys:
@@ -144,6 +158,8 @@ class Publisher:
         published_at = utc_now()
         sha_body = artifact.sha256_file.read_bytes()
         self._put_sidecar(sha_key, sha_body, overwrite=action == "replaced")
+        sbom_body = artifact.sbom_file.read_bytes()
+        self._put_sidecar(sbom_key, sbom_body, overwrite=action == "replaced")
         published_record = {
             **artifact.record,
             "published": {"url": url, "key": archive_key, "published_at": published_at},
@@ -155,12 +171,19 @@ class Publisher:
         # Read-back before any manifest may point at these objects.
         self.store.verify(archive_key, artifact.archive, sha256=artifact.sha256)
         self.store.verify(sha_key, sha_body, sha256=sha256_hex(sha_body))
+        if action == "unchanged":
+            # The SBOM published with these bytes stays (this build's differs in its time).
+            if self.store.head(sbom_key) is None:
+                raise PublishError(f"read-back: {self.store.describe(sbom_key)} is missing")
+        else:
+            self.store.verify(sbom_key, sbom_body, sha256=sha256_hex(sbom_body))
         self.progress(f"verified {self.store.describe(archive_key)} by read-back")
 
         entry = manifest_entry(
             artifact.record,
             url=url,
             metadata_url=self.store.public_url(json_key),
+            sbom_url=self.store.public_url(sbom_key),
             published_at=published_at,
         )
         self._update_json(
@@ -169,8 +192,11 @@ class Publisher:
         )
         self._update_json(
             uv_metadata_key(self.prefix, artifact.record["stack"], artifact.record["arch"]),
-            lambda current: merge_uv_metadata(
-                current, uv_key(artifact.record), uv_entry(artifact.record, url=url)
+            lambda current: _keep_uv_build(
+                current,
+                uv_key(artifact.record),
+                uv_entry(artifact.record, url=url),
+                unchanged=action == "unchanged",
             ),
         )
         return PublishOutcome(name=artifact.archive.name, action=action, url=url, keys=keys)
@@ -219,7 +245,8 @@ class Publisher:
 
     def _put_sidecar(self, key: str, body: bytes, *, overwrite: bool) -> None:
         sha = sha256_hex(body)
-        content_type = CONTENT_TYPES[".json" if key.endswith(".json") else ".sha256"]
+        suffix = next(s for s in (SBOM_SUFFIX, ".json", ".sha256") if key.endswith(s))
+        content_type = CONTENT_TYPES[suffix]
         try:
             self.store.put(key, body, sha256=sha, content_type=content_type, create_only=True)
             return
@@ -264,12 +291,28 @@ class Publisher:
 def _keep_published_at(
     current: dict[str, Any] | None, entry: dict[str, Any], *, unchanged: bool
 ) -> dict[str, Any]:
-    """An unchanged re-publish keeps the entry's original published_at (a true no-op)."""
+    """An unchanged re-publish keeps the entry's original published_at and build: the bytes
+    clients have are the bytes published, so nothing may read as an upgrade."""
     if unchanged and current:
         for existing in current.get("runtimes", []):
             if existing.get("name") == entry["name"] and existing.get("sha256") == entry["sha256"]:
-                entry = {**entry, "published_at": existing.get("published_at")}
+                kept = {k: existing[k] for k in ("published_at", "build") if k in existing}
+                entry = {**entry, **kept}
     return merge_manifest(current, entry)
+
+
+def _keep_uv_build(
+    current: dict[str, Any] | None, key: str, entry: dict[str, Any], *, unchanged: bool
+) -> dict[str, Any]:
+    existing = (current or {}).get(key)
+    if (
+        unchanged
+        and existing
+        and existing.get("sha256") == entry["sha256"]
+        and existing.get("build")
+    ):
+        entry = {**entry, "build": existing["build"]}
+    return merge_uv_metadata(current, key, entry)
 
 
 def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -> list[str]:
@@ -301,7 +344,7 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
         if head.size != entry["size"] or (head.sha256 and head.sha256 != entry["sha256"]):
             problems.append(f"{name}: object differs from the manifest (size/sha256)")
         stem = name.removesuffix(".tar.zst")
-        for sidecar in (f"{name}.sha256", f"{stem}.json"):
+        for sidecar in (f"{name}.sha256", f"{stem}.json", sbom_name(name)):
             if store.head(prefix + sidecar) is None:
                 problems.append(f"{name}: missing {sidecar}")
         uv_key_name = uv_metadata_key(prefix, entry["stack"], entry["arch"])

@@ -9,6 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from docker import DockerClient
+
+from orchestrator.cellbuild import OWNER_LABEL, owner
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 E2E_CELL = "3.13.5-debian-12-amd64"
 
@@ -55,3 +59,14 @@ class E2EBuild:
     tree: Path
     log: Path
     stderr: str
+
+
+def container_creates(client: DockerClient, since: float, until: float, pid: int) -> list[str]:
+    """Names of the containers the CLI run with `pid` created between `since` and `until`."""
+    events = client.events(
+        since=int(since),
+        until=int(until) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"{OWNER_LABEL}={owner(pid)}"},
+    )
+    return [e.get("Actor", {}).get("Attributes", {}).get("name", "?") for e in events]

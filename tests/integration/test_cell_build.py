@@ -18,8 +18,8 @@ import zstandard
 from docker import DockerClient
 
 from orchestrator.archive import pack_tree
-from orchestrator.cellbuild import OWNER_LABEL, leftover_containers, owner
-from tests.integration.support import E2E_CELL, REPO_ROOT, E2EBuild, run_cli
+from orchestrator.cellbuild import leftover_containers
+from tests.integration.support import E2E_CELL, REPO_ROOT, E2EBuild, container_creates, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -125,16 +125,6 @@ def test_packing_the_same_tree_twice_is_byte_identical(e2e_build: E2EBuild, tmp_
     assert first.sha256 == second.sha256 == json.loads(e2e_build.metadata.read_text())["sha256"]
 
 
-def _container_creates(client: DockerClient, since: float, until: float, pid: int) -> list[str]:
-    events = client.events(
-        since=int(since),
-        until=int(until) + 1,
-        decode=True,
-        filters={"type": "container", "event": "create", "label": f"{OWNER_LABEL}={owner(pid)}"},
-    )
-    return [e.get("Actor", {}).get("Attributes", {}).get("name", "?") for e in events]
-
-
 def test_wrong_sha256_stops_before_any_container(
     project_copy: Path, docker_client: DockerClient, tmp_path: Path
 ) -> None:
@@ -173,7 +163,7 @@ def test_wrong_sha256_stops_before_any_container(
     assert result.returncode == 4, result.stderr
     assert "sha256 mismatch" in result.stderr.lower()
     assert "Traceback" not in result.stderr
-    assert _container_creates(docker_client, started, finished, result.pid) == []
+    assert container_creates(docker_client, started, finished, result.pid) == []
     assert not list((tmp_path / "cache").glob("*")), "a bad tarball was cached"
     assert not (tmp_path / "out" / "artifacts").exists()
 

@@ -83,7 +83,8 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     outcome = publisher.publish(load_artifact(tmp_path / "artifacts", name), dry_run=True)
     assert outcome.action == "dry-run"
     assert not (tmp_path / "store").exists()
-    assert len(lines) == 5 and all(line.startswith("would write ") for line in lines)
+    assert len(lines) == 6 and all(line.startswith("would write ") for line in lines)
+    assert any(line.endswith(".sbom.cdx.json") for line in lines)
     assert any(line.endswith("manifest.json") for line in lines)
 
 
@@ -184,3 +185,28 @@ def test_directory_store_conditions(tmp_path: Path) -> None:
     assert store.get("k") == (b"2", sha256_hex(b"2"))
     with pytest.raises(PublishError, match="invalid key"):
         store.head("../escape")
+
+
+def test_build_numbers_order_rebuilds_and_an_identical_rebuild_keeps_its_number(
+    tmp_path: Path,
+) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    uv_key = uv_metadata_key("runtimes", "debian-12", "amd64")
+
+    def builds() -> tuple[str, str]:
+        uv = json.loads(store.get(uv_key)[0])  # type: ignore[index]
+        return _manifest(store)["runtimes"][0]["build"], uv["cpython-3.13.5-linux-x86_64-gnu"][
+            "build"
+        ]
+
+    name = make_artifact(tmp_path / "one", built_at="2026-11-24T10:00:00Z")
+    _publisher(store).publish(load_artifact(tmp_path / "one", name))
+    assert builds() == ("20261124100000", "20261124100000")
+    # Rebuilt from changed inputs, same bytes (the build is reproducible): nothing to upgrade.
+    make_artifact(tmp_path / "same", built_at="2026-11-25T10:00:00Z")
+    outcome = _publisher(store).publish(load_artifact(tmp_path / "same", name))
+    assert outcome.action == "unchanged" and builds() == ("20261124100000", "20261124100000")
+    # Rebuilt with other bytes and replaced: a higher build, which uv reads as an upgrade.
+    make_artifact(tmp_path / "new", content=b"rebuilt", built_at="2026-11-25T10:00:00Z")
+    _publisher(store).publish(load_artifact(tmp_path / "new", name), force=True)
+    assert builds() == ("20261125100000", "20261125100000")

@@ -112,11 +112,13 @@ def test_metadata_fields() -> None:
     report = VerificationReport(
         checks=[CheckResult(name="a", ok=True, detail="")],
         runtime_packages=["libc6", "libssl3"],
+        package_versions={"libssl3": "3.0.17-1~deb12u2", "libc6": "2.36-9+deb12u10"},
         warnings=["w"],
         seconds=12.345,
     )
     assert report.metadata_fields() == {
         "runtime_packages": ["libc6", "libssl3"],
+        "run_image_packages": {"libc6": "2.36-9+deb12u10", "libssl3": "3.0.17-1~deb12u2"},
         "verification": {
             "ok": True,
             "failures": [],
