@@ -98,7 +98,7 @@ def uv_key(record: dict[str, Any]) -> str:
     return f"cpython-{version}-linux-{UV_ARCH[record['arch']]}-gnu"
 
 
-def uv_entry(record: dict[str, Any], *, url: str) -> dict[str, Any]:
+def uv_entry(record: dict[str, Any], *, url: str, sbom_url: str) -> dict[str, Any]:
     return {
         "name": "cpython",
         "arch": {"family": UV_ARCH[record["arch"]], "variant": None},
@@ -113,6 +113,8 @@ def uv_entry(record: dict[str, Any], *, url: str) -> dict[str, Any]:
         "variant": None,
         # Monotonic: uv treats a higher build of the same version as an upgrade.
         "build": build_number(record),
+        # Not a field uv reads (it ignores unknown fields); for people and scanners.
+        "sbom_url": sbom_url,
     }
 
 

@@ -55,6 +55,10 @@ CONTENT_TYPES = {
     SBOM_SUFFIX: "application/vnd.cyclonedx+json",
 }
 MAX_MANIFEST_ATTEMPTS = 30
+# Manifests change in place: clients (uv caches download metadata by HTTP rules) must
+# revalidate them (cheap with the ETag) rather than keep a copy, or a new build reaches
+# them late. Without this header uv would keep a copy for 10 minutes.
+MANIFEST_CACHE_CONTROL = "no-cache"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,7 +199,7 @@ class Publisher:
             lambda current: _keep_uv_build(
                 current,
                 uv_key(artifact.record),
-                uv_entry(artifact.record, url=url),
+                uv_entry(artifact.record, url=url, sbom_url=self.store.public_url(sbom_key)),
                 unchanged=action == "unchanged",
             ),
         )
@@ -276,6 +280,7 @@ class Publisher:
                 self.store.put(
                     key, body, sha256=sha256_hex(body), content_type=CONTENT_TYPES[".json"],
                     if_match=found[1] if found else None, create_only=found is None,
+                    cache_control=MANIFEST_CACHE_CONTROL,
                 )  # fmt: skip
                 self.progress(f"updated {self.store.describe(key)}")
                 return

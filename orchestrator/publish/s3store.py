@@ -220,6 +220,7 @@ class S3Store:
         if_match: str | None = None,
         create_only: bool = False,
         metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
     ) -> StoredObject:
         conditions: dict[str, str] = {}
         if create_only:
@@ -227,12 +228,13 @@ class S3Store:
         if if_match is not None:
             conditions["IfMatch"] = if_match
         meta = {**(metadata or {}), "sha256": sha256}
+        headers = {"CacheControl": cache_control} if cache_control else {}
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
         try:
             if isinstance(source, Path) and size >= self.transfer.multipart_threshold:
-                etag = self._multipart(key, source, content_type, meta, conditions)
+                etag = self._multipart(key, source, content_type, meta, conditions, headers)
             else:
-                etag = self._single(key, source, sha256, content_type, meta, conditions)
+                etag = self._single(key, source, sha256, content_type, meta, conditions, headers)
         except PreconditionFailed:
             if create_only:
                 raise ObjectExists(f"{self.describe(key)} already exists") from None
@@ -280,6 +282,7 @@ class S3Store:
         content_type: str,
         metadata: dict[str, str],
         conditions: dict[str, str],
+        headers: dict[str, str],
     ) -> str:
         checksum = _b64(bytes.fromhex(sha256))
 
@@ -293,6 +296,7 @@ class S3Store:
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
                 Metadata=metadata,
+                **headers,
                 **conditions,
             )
             return str(response["ETag"])
@@ -306,6 +310,7 @@ class S3Store:
         content_type: str,
         metadata: dict[str, str],
         conditions: dict[str, str],
+        headers: dict[str, str],
     ) -> str:
         created = self._call(
             "CreateMultipartUpload",
@@ -316,6 +321,7 @@ class S3Store:
                 ContentType=content_type,
                 ChecksumAlgorithm="SHA256",
                 Metadata=metadata,
+                **headers,
             ),
         )
         upload_id = created["UploadId"]

@@ -63,9 +63,12 @@ class ObjectStore(Protocol):
         if_match: str | None = None,
         create_only: bool = False,
         metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
     ) -> StoredObject:
         """Write `source`. create_only: fail with ObjectExists if the key exists.
-        if_match: fail with PreconditionFailed unless the current ETag equals it."""
+        if_match: fail with PreconditionFailed unless the current ETag equals it.
+        cache_control: the Cache-Control header HTTP clients get (stores without HTTP
+        ignore it)."""
         ...
 
     def verify(self, key: str, source: Path | bytes, *, sha256: str) -> StoredObject:
@@ -149,6 +152,7 @@ class DirectoryStore:
         if_match: str | None = None,
         create_only: bool = False,
         metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,  # file:// has no caching headers
     ) -> StoredObject:
         path = self._path(key)
         actual = sha256_hex(source)

@@ -184,7 +184,7 @@ def test_manifests_carry_build_number_sbom_and_source_proof() -> None:
     assert entry["sbom_url"] == "s" and entry["build"] == "20261124163012"
     assert entry["source"]["verified_by"] == ["sha256", "openpgp"]
     assert entry["source"]["openpgp_fingerprint"] == "7169605F62C751356D054A26A821E680E5FA6305"
-    assert uv_entry(record, url="u")["build"] == "20261124163012"
+    assert uv_entry(record, url="u", sbom_url="s")["build"] == "20261124163012"
     later = {**record, "built_at": "2026-11-25T01:00:00Z"}
     assert int(build_number(later)) > int(build_number(record))
     assert sbom_name(str(record["name"])) == "python-3.13.5-debian-12-amd64.sbom.cdx.json"
