@@ -15,8 +15,9 @@ from pathlib import Path
 from packaging.version import Version
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+from ruamel.yaml.tokens import CommentToken
 
 from orchestrator.errors import ConfigError
 from orchestrator.fsutil import write_atomic
@@ -31,6 +32,9 @@ class NewPin:
     comment: str  # provenance, written on the line above the entry
 
 
+_INDENT = 2  # matrix.yaml's list items start at column 2, so do their comments
+
+
 def _yaml() -> YAML:
     yaml = YAML()  # round-trip
     yaml.preserve_quotes = True
@@ -38,6 +42,55 @@ def _yaml() -> YAML:
     # matrix.yaml's own style: mappings by 2, sequence items "  - " under their key.
     yaml.indent(mapping=2, sequence=4, offset=2)
     return yaml
+
+
+# ruamel keeps the comments and blank lines that follow a list item (so: the comment above
+# the next item, or the blank line after the list) on the item's last key. Inserting or
+# removing an item must move that text along, or it would be lost or land elsewhere.
+
+
+def _trailing(item: CommentedMap) -> CommentToken | None:
+    slot = item.ca.items.get(list(item)[-1]) if len(item) else None
+    return slot[2] if slot else None
+
+
+def _set_trailing(item: CommentedMap, token: CommentToken | None) -> None:
+    slot = item.ca.items.setdefault(list(item)[-1], [None, None, None, None])
+    slot[2] = token
+
+
+def _comment_token(text: str, indent: int) -> CommentToken:
+    lines = "".join(f"{' ' * indent}# {line}\n" for line in text.splitlines())
+    return CommentToken("\n" + lines, CommentMark(0))
+
+
+def _insert(items: CommentedSeq, position: int, entry: CommentedMap, comment: str) -> None:
+    """Insert `entry` with `comment` on the line above it."""
+    if position == 0:
+        items.insert(0, entry)
+        items.yaml_set_comment_before_after_key(0, before=comment, indent=_INDENT)
+        return
+    previous = items[position - 1]
+    # What followed the previous item now follows the new one; the comment sits between.
+    _set_trailing(entry, _trailing(previous))
+    _set_trailing(previous, _comment_token(comment, _INDENT))
+    items.insert(position, entry)
+
+
+def _delete(items: CommentedSeq, position: int) -> None:
+    """Remove an item with the comment above it, keeping what followed it."""
+    following = _trailing(items[position])
+    if position > 0:
+        _set_trailing(items[position - 1], following)
+    del items[position]
+    if position == 0 and following is not None and len(items):
+        comments = [
+            line.strip().removeprefix("#").strip()
+            for line in following.value.splitlines()
+            if line.strip().startswith("#")
+        ]
+        if comments:
+            items.yaml_set_comment_before_after_key(0, before="\n".join(comments), indent=_INDENT)
 
 
 def edited_text(text: str, *, add: Sequence[NewPin], drop: Sequence[str]) -> str:
@@ -48,18 +101,20 @@ def edited_text(text: str, *, add: Sequence[NewPin], drop: Sequence[str]) -> str
     except YAMLError as exc:
         raise ConfigError(f"matrix.yaml cannot be edited: invalid YAML ({exc})") from None
     pythons = document.get("pythons") if isinstance(document, CommentedMap) else None
-    if not isinstance(pythons, CommentedSeq):
-        raise ConfigError("matrix.yaml has no `pythons:` list to update")
-    existing = {str(item.get("version")) for item in pythons if isinstance(item, CommentedMap)}
+    if not isinstance(pythons, CommentedSeq) or not all(
+        isinstance(item, CommentedMap) and "version" in item for item in pythons
+    ):
+        raise ConfigError("matrix.yaml has no `pythons:` list of {version: ...} entries to update")
+    existing = {str(item["version"]) for item in pythons}
     for pin in add:
         if pin.version in existing:
             raise ConfigError(f"pythons already pins {pin.version}; pins are never changed")
     for version in drop:
         position = next(
-            (i for i, item in enumerate(pythons) if str(item.get("version")) == version), None
+            (i for i, item in enumerate(pythons) if str(item["version"]) == version), None
         )
         if position is not None:
-            del pythons[position]
+            _delete(pythons, position)
     for pin in sorted(add, key=lambda p: Version(p.version)):
         entry = CommentedMap()
         entry["version"] = DoubleQuotedScalarString(pin.version)
@@ -67,12 +122,10 @@ def edited_text(text: str, *, add: Sequence[NewPin], drop: Sequence[str]) -> str
             entry["filename"] = pin.filename
         entry["sha256"] = pin.sha256
         # Keep versions ascending: after the last pin that is older.
-        position = 0
-        for index, item in enumerate(pythons):
-            if Version(str(item.get("version"))) < Version(pin.version):
-                position = index + 1
-        pythons.insert(position, entry)
-        pythons.yaml_set_comment_before_after_key(position, before=pin.comment, indent=2)
+        position = sum(
+            1 for item in pythons if Version(str(item["version"])) < Version(pin.version)
+        )
+        _insert(pythons, position, entry, pin.comment)
     out = io.StringIO()
     yaml.dump(document, out)
     return out.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import fnmatch
 import hashlib
 import shutil
 from pathlib import Path
@@ -155,27 +156,27 @@ def test_edit_keeps_everything_else_byte_for_byte() -> None:
     text = (REPO / "matrix.yaml").read_text()
     assert edited_text(text, add=[], drop=[]) == text
     pin = NewPin(
-        version="3.13.18",
+        version="3.13.99",
         sha256="ab" * 32,
         filename=None,
-        comment="3.13.18 from release feed debian-sid: python3.13 3.13.18-1 in http://x",
+        comment="3.13.99 from release feed debian-sid: python3.13 3.13.99-1 in http://x",
     )
     tgz = NewPin(version="3.99.1", sha256="cd" * 32, filename="Python-3.99.1.tgz", comment="c")
     after = edited_text(text, add=[pin, tgz], drop=[])
     added, removed = _added_lines(text, after)
     assert removed == []
     assert added == [
-        "  # 3.13.18 from release feed debian-sid: python3.13 3.13.18-1 in http://x\n",
-        '  - version: "3.13.18"\n',
+        "  # 3.13.99 from release feed debian-sid: python3.13 3.13.99-1 in http://x\n",
+        '  - version: "3.13.99"\n',
         f"    sha256: {'ab' * 32}\n",
         "  # c\n",
         '  - version: "3.99.1"\n',
         "    filename: Python-3.99.1.tgz\n",
         f"    sha256: {'cd' * 32}\n",
     ]
-    # Versions stay in ascending order: 3.13.18 right after 3.13.5, 3.99.1 last.
+    # Versions stay in ascending order: 3.13.99 after the other 3.13 pins, 3.99.1 last.
     lines = after.splitlines()
-    assert lines.index('  - version: "3.13.18"') > lines.index('  - version: "3.13.5"')
+    assert lines.index('  - version: "3.13.99"') > lines.index('  - version: "3.13.5"')
     assert "&ubuntu_build" in after and "*ubuntu_build" in after
 
 
@@ -183,10 +184,12 @@ def test_update_pins_writes_a_valid_matrix_or_nothing(tmp_path: Path) -> None:
     matrix = tmp_path / "matrix.yaml"
     shutil.copy(REPO / "matrix.yaml", matrix)
     before = matrix.read_text()
-    # Dropping the only version an exclude names would make the matrix invalid: refused.
-    versions = [p.version for p in load_matrix(matrix).model.pythons]
+    # Dropping every version an exclude names would make the matrix invalid: refused.
+    model = load_matrix(matrix).model
+    versions = [p.version for p in model.pythons]
+    excluded = fnmatch.filter(versions, model.excludes[0].python)
     with pytest.raises(ConfigError, match="left unchanged"):
-        update_pins(matrix, add=[], drop=[v for v in versions if v.startswith("3.14")])
+        update_pins(matrix, add=[], drop=excluded)
     assert matrix.read_text() == before
     with pytest.raises(ConfigError, match="already pins"):
         update_pins(
@@ -203,3 +206,59 @@ def test_update_pins_writes_a_valid_matrix_or_nothing(tmp_path: Path) -> None:
     reloaded = load_matrix(matrix)
     assert any(p.version == "3.13.99" and p.sha256 == "ef" * 32 for p in reloaded.model.pythons)
     assert any(c.version == "3.13.99" for c in reloaded.cells())
+
+
+SMALL = """\
+top: 1
+pythons:
+  # about the first
+  - version: "3.11.2"
+    sha256: aa
+  # about the second
+  - version: "3.13.5"
+    sha256: bb
+
+after: 2
+"""
+
+
+def _pin_of(version: str) -> NewPin:
+    return NewPin(version=version, sha256="cc", filename=None, comment=f"from a feed: {version}")
+
+
+@pytest.mark.parametrize(
+    ("add", "drop", "expected"),
+    [
+        # Appended: the blank line after the list stays after the list.
+        (["3.14.10"], [], SMALL.replace(
+            '    sha256: bb\n', '    sha256: bb\n  # from a feed: 3.14.10\n  - version: "3.14.10"\n'
+            "    sha256: cc\n")),
+        # In the middle: above the item it precedes, whose own comment stays with it.
+        (["3.12.1"], [], SMALL.replace(
+            "  # about the second\n", '  # from a feed: 3.12.1\n  - version: "3.12.1"\n'
+            "    sha256: cc\n  # about the second\n")),
+        # Dropping the last item takes its comment, keeps the blank line.
+        ([], ["3.13.5"], SMALL.replace(
+            '  # about the second\n  - version: "3.13.5"\n    sha256: bb\n', "")),
+        # Dropping one and adding after it, in one edit and in two.
+        (["3.14.10"], ["3.13.5"], SMALL.replace(
+            '  # about the second\n  - version: "3.13.5"\n    sha256: bb\n',
+            '  # from a feed: 3.14.10\n  - version: "3.14.10"\n    sha256: cc\n')),
+        # Dropping the first keeps the comment above the second. (A comment right under
+        # `pythons:` is the list's: ruamel cannot tell it from the first item's.)
+        ([], ["3.11.2"], SMALL.replace(
+            '  - version: "3.11.2"\n    sha256: aa\n', "")),
+    ],
+)  # fmt: skip
+def test_edits_move_comments_with_their_items(
+    add: list[str], drop: list[str], expected: str
+) -> None:
+    assert edited_text(SMALL, add=[_pin_of(v) for v in add], drop=drop) == expected
+
+
+def test_sequential_edits_equal_one_edit() -> None:
+    once = edited_text(SMALL, add=[_pin_of("3.14.10")], drop=["3.13.5"])
+    twice = edited_text(
+        edited_text(SMALL, add=[_pin_of("3.14.10")], drop=[]), add=[], drop=["3.13.5"]
+    )
+    assert once == twice
