@@ -33,7 +33,7 @@ def test_plan_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "plan",
             "--format",
             "json",
-            "3.13.*-debian-*-amd64",
+            "3.13.5-debian-*-amd64",
         ]
     )
     assert code == 0
