@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from docker import DockerClient
 
 from orchestrator.errors import DockerError
@@ -87,3 +88,29 @@ def builder_image_debian12(docker_client: DockerClient, repo_matrix: Matrix) -> 
     plan = plan_image(docker_client, repo_matrix, "debian-12", Arch.AMD64, "builder")
     log = Layout(out_dir=REPO_ROOT / "out").image_log(plan.tag)
     return ensure_image(docker_client, plan, log_path=log).image_id
+
+
+@pytest.fixture(scope="session")
+def slim_build(tmp_path_factory: pytest.TempPathFactory, docker_client: DockerClient) -> Path:
+    """OUT dir of one build of E2E_CELL with the profile `slim-fast`: slim's footprint with
+    fast's compiler settings. Also the "rebuild from changed inputs" test_uv_rebuild needs."""
+    project = tmp_path_factory.mktemp("slim-project")
+    data = yaml.safe_load((REPO_ROOT / "matrix.yaml").read_text())
+    data["profiles"]["slim-fast"] = {
+        **data["profiles"]["slim"],
+        "pgo": False,
+        "lto": False,
+        "description": "slim's footprint, fast's compiler settings",
+    }
+    data["sources"]["cache_dir"] = str(REPO_ROOT / ".cache" / "sources")
+    (project / "matrix.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    for directory in ("templates", "dockerfiles", "keys"):
+        (project / directory).symlink_to(REPO_ROOT / directory)
+    out = tmp_path_factory.mktemp("slim-out")
+    result = run_cli(
+        ["--matrix", str(project / "matrix.yaml"), "--out", str(out), "build", E2E_CELL,
+         "--profile", "slim-fast", "--keep-work", "--quiet"]
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.fail(f"slim build failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return out

@@ -215,7 +215,7 @@ def test_cli_errors_are_one_line(s3_server: S3Server, s3_bucket: str, tmp_path: 
          "--endpoint-url", s3_server.endpoint_url], env=env,
     )  # fmt: skip
     assert dry.returncode == 0, dry.stderr
-    assert dry.stderr.count("would write") == 5
+    assert dry.stderr.count("would write") == 6  # archive, .sha256, SBOM, .json, 2 manifests
     assert _keys(s3_server, s3_bucket) == set()
 
 

@@ -10,37 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from docker import DockerClient
 
-from tests.integration.support import E2E_CELL, REPO_ROOT, E2EBuild, run_cli
+from tests.integration.support import E2E_CELL, E2EBuild
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-@pytest.fixture(scope="module")
-def slim_build(tmp_path_factory: pytest.TempPathFactory, docker_client: DockerClient) -> Path:
-    """OUT dir of one build of E2E_CELL with the profile `slim-fast`."""
-    project = tmp_path_factory.mktemp("slim-project")
-    data = yaml.safe_load((REPO_ROOT / "matrix.yaml").read_text())
-    data["profiles"]["slim-fast"] = {
-        **data["profiles"]["slim"],
-        "pgo": False,
-        "lto": False,
-        "description": "slim's footprint, fast's compiler settings",
-    }
-    data["sources"]["cache_dir"] = str(REPO_ROOT / ".cache" / "sources")
-    (project / "matrix.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    for directory in ("templates", "dockerfiles"):
-        (project / directory).symlink_to(REPO_ROOT / directory)
-    out = tmp_path_factory.mktemp("slim-out")
-    result = run_cli(
-        ["--matrix", str(project / "matrix.yaml"), "--out", str(out), "build", E2E_CELL,
-         "--profile", "slim-fast", "--keep-work", "--quiet"]
-    )  # fmt: skip
-    if result.returncode != 0:
-        pytest.fail(f"slim build failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return out
 
 
 def _record(out: Path) -> dict[str, object]:
