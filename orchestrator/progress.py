@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from orchestrator.redact import redact
+
 Result = Literal["built", "skipped", "failed", "cancelled"]
 
 
@@ -58,7 +60,7 @@ class PlainReporter:
 
     def _write(self, line: str) -> None:
         with self._lock:
-            print(line, file=self._stream, flush=True)
+            print(redact(line), file=self._stream, flush=True)
 
     def phase(self, cell: str, phase: str) -> None:
         self._write(f"{_now()} [{cell}] {phase}")
@@ -123,7 +125,7 @@ class LiveReporter:
             self._rows[cell] = (phase[:60], started, None)
 
     def message(self, text: str) -> None:
-        self._console.log(text)
+        self._console.log(redact(text))
 
     def finished(self, outcome: CellOutcome) -> None:
         with self._lock:
@@ -163,7 +165,7 @@ def write_report(path: Path, outcomes: Sequence[CellOutcome], *, seconds: float)
         "cells": [asdict(o) for o in outcomes],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    path.write_text(redact(json.dumps(document, indent=2)) + "\n")
 
 
 def markdown_summary(outcomes: Sequence[CellOutcome]) -> str:
@@ -186,4 +188,4 @@ def append_step_summary(outcomes: Sequence[CellOutcome]) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
         with open(target, "a", encoding="utf-8") as handle:
-            handle.write("## python-farm\n\n" + markdown_summary(outcomes))
+            handle.write("## python-farm\n\n" + redact(markdown_summary(outcomes)))

@@ -11,6 +11,7 @@ import click
 
 from orchestrator.cli.app import cli
 from orchestrator.errors import FarmError, Interrupted
+from orchestrator.redact import redact
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except FarmError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {redact(str(exc))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("error: interrupted; running containers were removed", err=True)
