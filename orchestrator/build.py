@@ -46,6 +46,8 @@ class BuildOptions:
     extra_ca: Path | None = None
     limits: Limits = field(default_factory=Limits)
     transfer: Transfer = "auto"
+    # Overrides the profile's timeout_minutes (matrix.yaml) for every cell of the run.
+    timeout_minutes: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +167,8 @@ def build_cell(
         echo=echo,
         on_phase=lambda phase: progress(phase),
         transfer=options.transfer,
+        timeout=60 * (options.timeout_minutes or spec.profile.timeout_minutes),
+        stall_after=60 * spec.profile.stall_minutes,
     )
 
     result = _package(

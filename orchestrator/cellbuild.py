@@ -8,6 +8,8 @@ success, failure, Ctrl-C or SIGTERM (the CLI turns SIGTERM into KeyboardInterrup
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import secrets
@@ -35,6 +37,9 @@ from orchestrator.buildspec import (
 )
 from orchestrator.errors import CellBuildError, DockerError
 from orchestrator.images import LABEL_PREFIX
+from orchestrator.redact import redact
+from orchestrator.sandbox import SandboxUser, confinement, hand_over, sandbox_user, take_back
+from orchestrator.watchdog import Watchdog
 
 CELL_LABEL = f"{LABEL_PREFIX}.cell"
 ROLE_LABEL = f"{LABEL_PREFIX}.role"
@@ -94,9 +99,14 @@ def run_build_container(
     echo: Callable[[str], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     transfer: Transfer = "auto",
+    timeout: float | None = None,
+    stall_after: float | None = None,
 ) -> CellRun:
     """Bind mounts when the engine is local; otherwise (e.g. ssh://arm64-builder) the inputs
-    are copied into the container and the install tree out of it through the API."""
+    are copied into the container and the install tree out of it through the API.
+
+    `timeout` (seconds) kills the container and fails the cell; `stall_after` (seconds without
+    output) is reported in the log and through `echo`, once per stall."""
     cell = spec.cell
     limits = limits or Limits()
     copy = transfer == "copy" or (transfer == "auto" and not is_local_engine(client))
@@ -104,12 +114,20 @@ def run_build_container(
     spec.write_spec_files(spec_dir)
     recipe_dir = _snapshot_recipe(spec_dir.parent / "recipe")
     prefix_dir.mkdir(parents=True, exist_ok=True)
+    user = sandbox_user()
+    # /tmp holds the build tree: on the host's work dir (bind), else a bounded tmpfs.
+    scratch = None if copy else _fresh_dir(spec_dir.parent / "tmp")
+    for writable in (prefix_dir, scratch):
+        if writable is not None:
+            hand_over(writable, user)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     phase = "create container"
     tail: list[str] = []
     missing_modules: str | None = None
     container: Container | None = None
+    out_of_memory = False
+    watchdog: Watchdog | None = None
     with log_path.open("w", encoding="utf-8") as log:
         log.write(f"# cell {cell.id} profile {spec.profile_name} image {image_id}\n")
         try:
@@ -130,11 +148,9 @@ def run_build_container(
                     str(recipe_dir.resolve()): {"bind": "/farm/recipe", "mode": "ro"},
                     str(spec_dir.resolve()): {"bind": "/farm/spec", "mode": "ro"},
                     str(prefix_dir.resolve()): {"bind": INSTALL_PREFIX, "mode": "rw"},
+                    **({str(scratch.resolve()): {"bind": "/tmp", "mode": "rw"}} if scratch else {}),
                 },
-                # Files land on the host owned by whoever runs the farm, not by root.
-                user=f"{os.getuid()}:{os.getgid()}",
-                network_disabled=True,
-                working_dir="/tmp",
+                **confinement(user, scratch_dir=scratch),
                 nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
                 mem_limit=limits.memory_bytes,
                 platform=cell.arch.docker_platform,
@@ -148,22 +164,42 @@ def run_build_container(
                     recipe_dir=recipe_dir,
                     spec_dir=spec_dir,
                     scratch=log_path.parent,
+                    user=user,
                 )
             phase = "start"
-            container.start()
-            for line in _lines(container.logs(stream=True, follow=True)):
-                log.write(line + "\n")
-                tail = [*tail[-39:], line]
-                if line.startswith(PHASE_MARK):
-                    phase = line[len(PHASE_MARK) :].split(" ", 1)[0]
-                    if on_phase:
-                        on_phase(line[len(PHASE_MARK) :])
-                if match := _MISSING_RE.search(line):
-                    missing_modules = match.group(1)
+
+            def note(message: str) -> None:
+                log.write(f"# {message}\n")
+                log.flush()
                 if echo:
-                    echo(line)
-            status = container.wait()
+                    echo(f"# {message}")
+
+            watchdog = Watchdog(
+                kill=functools.partial(_kill_quietly, container),
+                timeout=timeout,
+                stall_after=stall_after,
+                report=note,
+            )
+            with watchdog:
+                container.start()
+                for raw in _lines(container.logs(stream=True, follow=True)):
+                    watchdog.output()
+                    line = redact(raw)
+                    log.write(line + "\n")
+                    tail = [*tail[-39:], line]
+                    if line.startswith(PHASE_MARK):
+                        phase = line[len(PHASE_MARK) :].split(" ", 1)[0]
+                        if on_phase:
+                            on_phase(line[len(PHASE_MARK) :])
+                    if match := _MISSING_RE.search(line):
+                        missing_modules = match.group(1)
+                    if echo:
+                        echo(line)
+                status = container.wait()
             code = int(status.get("StatusCode", -1))
+            container.reload()
+            # The kernel's OOM killer leaves exit 137 like any SIGKILL; only the engine knows.
+            out_of_memory = bool(container.attrs.get("State", {}).get("OOMKilled"))
             if copy and code == 0:
                 phase = "copy install tree out"
                 _copy_out(container, prefix_dir)
@@ -175,8 +211,26 @@ def run_build_container(
         finally:
             if container is not None:
                 remove_container(container)
+            # Files land on the host owned by whoever runs the farm.
+            take_back(prefix_dir, user)
+            if scratch is not None:
+                take_back(scratch, user)
+                shutil.rmtree(scratch, ignore_errors=True)
         seconds = time.monotonic() - started
         log.write(f"# exit {code} after {seconds:.0f} s\n")
+    if watchdog is not None and watchdog.timed_out:
+        raise CellBuildError(
+            f"cell {cell.id} timed out after {(timeout or 0) / 60:.0f} min in phase '{phase}'"
+            " (the container was killed and removed)",
+            hint=f"raise the profile's timeout_minutes or pass --timeout; log: {log_path}",
+        )
+    if out_of_memory and code != 0:
+        limit = f"{limits.memory_bytes / 1024**3:.1f} GiB" if limits.memory_bytes else "no"
+        raise CellBuildError(
+            f"cell {cell.id} ran out of memory in phase '{phase}' ({limit} limit;"
+            " the kernel killed the build)",
+            hint=f"give it more with --memory, or fewer --jobs; log: {log_path}",
+        )
     if code != 0:
         if missing_modules:
             raise CellBuildError(
@@ -190,6 +244,12 @@ def run_build_container(
             hint=f"full log: {log_path}",
         )
     return CellRun(seconds=seconds, last_phase=phase)
+
+
+def _kill_quietly(container: Container) -> None:
+    """The watchdog's kill: a container that already stopped is what we wanted anyway."""
+    with contextlib.suppress(docker.errors.APIError):
+        container.kill()
 
 
 def _snapshot_recipe(dest: Path) -> Path:
@@ -207,21 +267,38 @@ def _snapshot_recipe(dest: Path) -> Path:
     return dest
 
 
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def _copy_in(
-    container: Container, *, source: Path, recipe_dir: Path, spec_dir: Path, scratch: Path
+    container: Container,
+    *,
+    source: Path,
+    recipe_dir: Path,
+    spec_dir: Path,
+    scratch: Path,
+    user: SandboxUser,
 ) -> None:
-    """One tar with /farm/{source,recipe,spec} and an empty prefix the build user owns."""
-    uid, gid = os.getuid(), os.getgid()
+    """One tar with /farm/{source,recipe,spec}, owned by root and read-only for the build
+    user (as the bind mounts are), and an empty prefix the build user owns."""
+
+    def read_only(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
+        info.mode &= ~0o222
+        return info
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+        info.uid, info.gid, info.uname, info.gname = user.uid, user.gid, "", ""
         return info
 
     with tempfile.TemporaryFile(dir=scratch) as bundle:
         with tarfile.open(fileobj=bundle, mode="w") as tar:
-            tar.add(source, arcname=f"farm/source/{source.name}", filter=owned)
-            tar.add(recipe_dir, arcname="farm/recipe", filter=owned)
-            tar.add(spec_dir, arcname="farm/spec", filter=owned)
+            tar.add(source, arcname=f"farm/source/{source.name}", filter=read_only)
+            tar.add(recipe_dir, arcname="farm/recipe", filter=read_only)
+            tar.add(spec_dir, arcname="farm/spec", filter=read_only)
             prefix = tarfile.TarInfo(INSTALL_PREFIX.lstrip("/"))
             prefix.type, prefix.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(owned(prefix))

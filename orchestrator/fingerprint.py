@@ -12,6 +12,8 @@ from typing import Any
 
 from orchestrator.buildspec import BuildSpec
 
+_NOT_OUTPUT = {"description", "timeout_minutes", "stall_minutes"}
+
 
 def fingerprint_inputs(
     spec: BuildSpec,
@@ -30,8 +32,12 @@ def fingerprint_inputs(
         "dockerfile_sha256": dockerfile_sha256,
         "base_image_id": base_image_id,
         "recipe_sha256": recipe_sha256,
-        # The description is prose: rewording it must not rebuild every cell.
-        "profile": {"name": spec.profile_name, **spec.profile.model_dump(exclude={"description"})},
+        # The description is prose and the limits only say when to give up: changing them
+        # must not rebuild every cell.
+        "profile": {
+            "name": spec.profile_name,
+            **spec.profile.model_dump(exclude=_NOT_OUTPUT),
+        },
         "configure_args": list(spec.configure_args),
         "extra_cflags": spec.extra_cflags,
         "ldflags": spec.ldflags,

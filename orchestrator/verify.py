@@ -47,6 +47,7 @@ from orchestrator.cellbuild import (
 from orchestrator.elfaudit import ArchiveScan, ElfInfo, scan_archive
 from orchestrator.errors import DockerError, PackagingError, VerificationError
 from orchestrator.matrix import Arch
+from orchestrator.sandbox import confinement, sandbox_user
 
 VERIFY_SCRIPT = "verify-runtime.sh"
 ARCHIVE_IN_CONTAINER = "/farm/archive.tar.zst"
@@ -304,8 +305,9 @@ def _run_stage(
     copy: bool,
     log: TextIO,
 ) -> ScriptOutput:
-    # A path the runtime has never seen, different for every run and stage.
-    prefix = f"/srv/rt-{secrets.token_hex(8)}"
+    # A path the runtime has never seen, different for every run and stage (on /tmp: the
+    # only place the unprivileged verify user may write).
+    prefix = f"/tmp/rt-{secrets.token_hex(8)}"
     command = ["bash", f"/farm/recipe/{VERIFY_SCRIPT}", stage, prefix, major_minor, *modules]
     log.write(f"# stage {stage} in image {image} at {prefix}\n")
     started = time.monotonic()
@@ -317,16 +319,15 @@ def _run_stage(
             name=f"python-farm-verify-{stage}-{secrets.token_hex(4)}",
             # The build's labels, so the farm's clean-up on Ctrl-C finds these containers too.
             labels={CELL_LABEL: cell_id, ROLE_LABEL: "verify", OWNER_LABEL: owner()},
-            # Only what the image itself sets: nothing from the host leaks in.
-            environment={},
+            # An explicit allow-list: nothing from the host leaks in.
+            environment={"HOME": "/tmp"},
             volumes=None
             if copy
             else {
                 str(archive.resolve()): {"bind": ARCHIVE_IN_CONTAINER, "mode": "ro"},
                 str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
             },
-            network_disabled=True,
-            working_dir="/tmp",
+            **confinement(sandbox_user()),
             platform=arch.docker_platform,
             detach=True,
         )
@@ -397,7 +398,7 @@ def installed_versions(
             name=f"python-farm-verify-packages-{secrets.token_hex(4)}",
             labels={CELL_LABEL: cell_id, ROLE_LABEL: "verify", OWNER_LABEL: owner()},
             environment={},
-            network_disabled=True,
+            **confinement(sandbox_user()),
             platform=arch.docker_platform,
             detach=True,
         )

@@ -12,6 +12,7 @@ import click
 
 from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix, load_matrix
+from orchestrator.redact import redact
 
 if TYPE_CHECKING:
     from orchestrator.publish.target import PublishTarget
@@ -37,7 +38,7 @@ class Context:
 
 
 def say(message: str) -> None:
-    click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
+    click.echo(f"{time.strftime('%H:%M:%S')} {redact(message)}", err=True)
 
 
 def cell_progress(cell: Cell) -> tuple[Callable[[str], None], Callable[[str], None]]:
@@ -45,7 +46,7 @@ def cell_progress(cell: Cell) -> tuple[Callable[[str], None], Callable[[str], No
         say(f"[{cell.id}] {message}")
 
     def echo(line: str) -> None:
-        click.echo(f"    {line}", err=True)
+        click.echo(f"    {redact(line)}", err=True)
 
     return progress, echo
 
@@ -77,6 +78,18 @@ def publish_options(command: F) -> F:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def timeout_option(command: F) -> F:
+    """--timeout, shared by `build` and `nightly`."""
+    return click.option(
+        "--timeout",
+        "timeout_minutes",
+        type=click.FloatRange(min=1, max=7 * 24 * 60),
+        metavar="MINUTES",
+        help="Kill a cell's build container after this long and fail the cell "
+        "(default: the profile's timeout_minutes in matrix.yaml).",
+    )(command)
 
 
 def resolve_publish_target(context: Context, target: dict[str, Any]) -> PublishTarget:

@@ -16,6 +16,7 @@ from orchestrator.cli.app import (
     pass_context,
     publish_options,
     resolve_publish_target,
+    timeout_option,
 )
 from orchestrator.cli.publish import publish_cells
 
@@ -32,6 +33,7 @@ from orchestrator.cli.publish import publish_cells
 )
 @click.option("--cpus", type=click.FloatRange(min=0.1), help="CPU limit for the container.")
 @click.option("--memory", "memory_gb", type=click.FloatRange(min=0.5), help="Memory limit, GB.")
+@timeout_option
 @click.option(
     "--extra-ca",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -62,6 +64,7 @@ def build(
     jobs: int,
     cpus: float | None,
     memory_gb: float | None,
+    timeout_minutes: float | None,
     extra_ca: Path | None,
     keep_work: bool,
     quiet: bool,
@@ -94,6 +97,7 @@ def build(
         keep_work=keep_work,
         extra_ca=extra_ca,
         limits=Limits(cpus=cpus, memory_bytes=int(memory_gb * 1024**3) if memory_gb else None),
+        timeout_minutes=timeout_minutes,
     )
     published: dict[str, str] = {}
     if skip_unchanged and then_publish:

@@ -9,7 +9,14 @@ from typing import Any
 import click
 from rich.console import Console
 
-from orchestrator.cli.app import Context, cli, pass_context, publish_options, resolve_publish_target
+from orchestrator.cli.app import (
+    Context,
+    cli,
+    pass_context,
+    publish_options,
+    resolve_publish_target,
+    timeout_option,
+)
 from orchestrator.errors import RunFailed
 
 
@@ -55,6 +62,7 @@ from orchestrator.errors import RunFailed
     help="How inputs/outputs reach build containers: bind mounts (local engine) or "
     "copies through the API (remote engines).",
 )
+@timeout_option
 @publish_options
 @pass_context
 def nightly(
@@ -69,6 +77,7 @@ def nightly(
     engines: tuple[str, ...],
     extra_ca: Path | None,
     transfer: str,
+    timeout_minutes: float | None,
     **target: Any,
 ) -> None:
     """Rebuild what changed in the matrix (or SELECTORS), publish it, skip the rest.
@@ -77,9 +86,10 @@ def nightly(
     rendered Dockerfile, base image id, build recipe, profile, flags, recipe_version). A
     cell whose published manifest entry carries the same fingerprint is skipped without a
     container or an upload; --force rebuilds and republishes anyway. Builder images are
-    built once per stack and arch first. One failed cell does not stop the others; the exit
-    status is 11 when any cell failed. Ctrl-C / SIGTERM removes running containers and
-    publishes nothing partial; the next run skips what was finished.
+    built once per stack and arch first. A cell that runs longer than its profile's
+    timeout_minutes (or --timeout) is killed and fails. One failed cell does not stop the
+    others; the exit status is 11 when any cell failed. Ctrl-C / SIGTERM removes running
+    containers and publishes nothing partial; the next run skips what was finished.
 
     On a terminal: a live table; elsewhere timestamped lines; in GitHub Actions, folded
     groups, ::error annotations and a step summary. Logs: OUT/logs/<cell>.log.
@@ -102,7 +112,12 @@ def nightly(
     machine = Machine.this()
     jobs = jobs or machine.default_jobs()
     build_options = with_limits(
-        BuildOptions(profile=profile, extra_ca=extra_ca, transfer=transfer),  # type: ignore[arg-type]
+        BuildOptions(
+            profile=profile,
+            extra_ca=extra_ca,
+            transfer=transfer,  # type: ignore[arg-type]
+            timeout_minutes=timeout_minutes,
+        ),
         machine,
         jobs,
     )

@@ -141,6 +141,19 @@ class Profile(_Strict):
     lto: bool
     ensurepip: bool = Field(default=False, description="install pip into the runtime")
     footprint: Footprint = Field(default_factory=Footprint)
+    # Limits of one cell's build container; they change when a build stops, never its output.
+    timeout_minutes: float = Field(
+        default=240,
+        gt=0,
+        le=7 * 24 * 60,
+        description="kill the build container and fail the cell after this long (--timeout)",
+    )
+    stall_minutes: float = Field(
+        default=30,
+        gt=0,
+        le=7 * 24 * 60,
+        description="report in the log when a build prints nothing for this long",
+    )
 
 
 class BuildFlags(_Strict):

@@ -34,6 +34,20 @@ actual_type=$(dpkg-architecture -qDEB_BUILD_GNU_TYPE)
 [ "$actual_type" = "$FARM_BUILD_TYPE" ] || die "container builds for $actual_type, cell wants $FARM_BUILD_TYPE"
 [ -d "$FARM_PREFIX" ] && [ -z "$(ls -A "$FARM_PREFIX")" ] || die "$FARM_PREFIX must be an empty directory"
 
+# What confines this build, seen from inside (the host asked for it; this proves it): the uid,
+# effective capabilities, no_new_privs, and whether a connection out can be opened. Upstream's
+# build scripts never need the network; a build that could reach it is refused.
+status_field() { awk -v f="$1:" '$1 == f { print $2 }' /proc/self/status; }
+network=blocked
+if timeout 10 bash -c 'exec 3<>/dev/tcp/deb.debian.org/80' 2>/dev/null; then network=open; fi
+printf 'SANDBOX uid=%s gid=%s capeff=%s nonewprivs=%s interfaces=%s network=%s\n' \
+  "$(id -u)" "$(id -g)" "$(status_field CapEff)" "$(status_field NoNewPrivs)" \
+  "$(ls /sys/class/net | tr '\n' ',' | sed 's/,$//')" "$network"
+# Names only: the host passes an explicit allow-list, nothing of its own environment.
+printf 'SANDBOX environment=%s\n' "$(compgen -e | sort | tr '\n' ',' | sed 's/,$//')"
+[ "$network" = blocked ] || die "the build container can open network connections; refusing to build"
+[ "$(id -u)" != 0 ] || die "the build container runs as root; refusing to build"
+
 # A fixed build directory (the container is fresh each time): its path ends up in
 # sysconfig data and the config Makefile, so a random one would make every build differ.
 srcdir=/tmp/python-build

@@ -87,6 +87,22 @@ for root, dirs, files in os.walk(sys.prefix):
     bad += [p for p in (os.path.join(root, n) for n in files) if not os.access(p, os.R_OK)]
 print("uid", os.getuid(), "reads the whole runtime" if not bad else f"cannot read: {bad[:5]}")
 sys.exit(1 if bad else 0)'
+# The same promise judged from the modes, for a verify container that is itself unprivileged
+# (it owns what it unpacked, so it could read a 0700 directory that others cannot).
+# shellcheck disable=SC2016
+OTHERS_CAN_READ='import os, stat, sys
+bad = []
+for root, dirs, files in os.walk(sys.prefix):
+    for name in dirs + files:
+        path = os.path.join(root, name)
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            continue
+        need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+        if mode & need != need:
+            bad.append(path)
+print("others can read the whole runtime" if not bad else f"not readable by others: {bad[:5]}")
+sys.exit(1 if bad else 0)'
 
 check_executables() {
   local name
@@ -94,7 +110,9 @@ check_executables() {
     check "exec:$name" "$prefix/bin/$name" -c 'import sys; print(sys.version)'
   done
   # Users rarely run as root: an unreadable file or a 0700 directory only shows up this way.
-  if command -v setpriv >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    check perm:others-read "$py" -I -c "$OTHERS_CAN_READ"
+  elif command -v setpriv >/dev/null; then
     check exec:unprivileged setpriv --reuid=65534 --regid=65534 --clear-groups \
       "$py" -I -c "$UNPRIVILEGED"
   else

@@ -49,12 +49,22 @@ def project_copy(tmp_path: Path) -> Path:
     return project
 
 
+# In the host environment of the e2e build: none of it may reach the container or its log.
+# AWS's documented example credentials (they open nothing).
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "AWS_SESSION_TOKEN": "FwoGZXIvYXdzEXAMPLESESSIONTOKEN",
+}
+
+
 @pytest.fixture(scope="session")
 def e2e_build(tmp_path_factory: pytest.TempPathFactory, docker_client: DockerClient) -> E2EBuild:
     """One real CPython build (fast profile) shared by every end-to-end check."""
     out = tmp_path_factory.mktemp("e2e-out")
     result = run_cli(
-        ["--out", str(out), "build", E2E_CELL, "--profile", "fast", "--keep-work", "--quiet"]
+        ["--out", str(out), "build", E2E_CELL, "--profile", "fast", "--keep-work", "--quiet"],
+        env=FAKE_AWS_ENV,
     )
     if result.returncode != 0:
         pytest.fail(f"e2e build failed ({result.returncode}):\n{result.stderr[-4000:]}")

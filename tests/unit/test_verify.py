@@ -307,11 +307,15 @@ def test_stage_container_is_isolated_and_removed(tmp_path: Path) -> None:
     assert created["labels"]["org.python-farm.role"] == "verify"
     assert created["labels"]["org.python-farm.cell"] == "3.13.5-debian-12-amd64"
     assert created["network_disabled"] is True
-    assert created["environment"] == {}
+    assert created["environment"] == {"HOME": "/tmp"}  # an allow-list, nothing from the host
+    assert created["cap_drop"] == ["ALL"]
+    assert created["security_opt"] == ["no-new-privileges:true"]
+    assert created["user"] != "0:0" and not created["user"].startswith("0:")
+    assert "exec" in created["tmpfs"]["/tmp"].split(",")
     assert all(v["mode"] == "ro" for v in created["volumes"].values())
     command = created["command"]
     assert command[:3] == ["bash", "/farm/recipe/verify-runtime.sh", "runtime"]
-    assert command[3].startswith("/srv/rt-") and len(command[3]) == len("/srv/rt-") + 16
+    assert command[3].startswith("/tmp/rt-") and len(command[3]) == len("/tmp/rt-") + 16
     assert command[4:] == ["3.13", "ssl"]
 
 
