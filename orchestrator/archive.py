@@ -152,7 +152,7 @@ def write_sha256_file(info: ArchiveInfo) -> Path:
         # sha256sum escapes such names; consumers should not have to care.
         raise PackagingError(f"{info.path}: archive name unfit for a .sha256 file")
     path = info.path.with_name(name + ".sha256")
-    _write_atomic(path, f"{info.sha256}  {name}\n".encode())
+    write_atomic(path, f"{info.sha256}  {name}\n".encode())
     return path
 
 
@@ -332,10 +332,3 @@ def _kind(mode: int) -> str:
     if stat.S_ISBLK(mode):
         return "block device"
     return "special file"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    try:
-        write_atomic(path, data)
-    except OSError as exc:
-        raise PackagingError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -101,3 +101,10 @@ class FeedError(FarmError):
     matrix.yaml was left unchanged."""
 
     exit_code = 12
+
+
+class OutputError(FarmError):
+    """A file could not be written (disk full, read-only, permissions); nothing half-written
+    was left in its place."""
+
+    exit_code = 13

@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from orchestrator.errors import OutputError
+
 
 def fsync_dir(directory: Path) -> None:
     """Make a rename inside `directory` durable. Not every filesystem allows opening a
@@ -23,8 +25,11 @@ def fsync_dir(directory: Path) -> None:
 def write_atomic(path: Path, source: bytes | Path) -> None:
     """Write `source` (bytes, or a file to copy) to `path` so that readers only ever see the
     old file or the complete new one: temp file in the same directory, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    except OSError as exc:
+        raise OutputError(f"cannot create a file in {path.parent}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -37,6 +42,9 @@ def write_atomic(path: Path, source: bytes | Path) -> None:
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; nothing the farm writes is a secret
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -10,7 +10,7 @@ from typing import NoReturn
 import click
 
 from orchestrator.cli.app import cli
-from orchestrator.errors import FarmError, Interrupted
+from orchestrator.errors import FarmError, Interrupted, OutputError
 from orchestrator.redact import redact
 
 
@@ -37,6 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("error: interrupted; running containers were removed", err=True)
         return Interrupted.exit_code
+    except OSError as exc:
+        # The last line of defence for the machine's own faults (a full disk under --out, a
+        # read-only mount): one line naming the file, never a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(
+            f"error: {where}{exc.strerror or exc} (free space or fix permissions, then run "
+            "again; finished artifacts are complete, unfinished ones were not written)",
+            err=True,
+        )
+        return OutputError.exit_code
     return 0
 
 
