@@ -15,6 +15,7 @@ from orchestrator.matrix import Cell, Matrix, load_matrix
 from orchestrator.redact import redact
 
 if TYPE_CHECKING:
+    from orchestrator.publish.store import ObjectStore
     from orchestrator.publish.target import PublishTarget
 
 DEFAULT_CELL = "3.13.5-debian-12-amd64"
@@ -74,6 +75,10 @@ def publish_options(command: F) -> F:
                      help="Replace a published archive whose sha256 differs (recorded)."),
         click.option("--dry-run", is_flag=True,
                      help="Print every key it would write; write nothing."),
+        click.option("--sweep-after", type=click.FloatRange(min=0), default=6.0,
+                     show_default=True, metavar="HOURS",
+                     help="Remove what killed publishers left (temp files, unfinished "
+                     "multipart uploads of python-* keys) once older than this."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -92,11 +97,23 @@ def timeout_option(command: F) -> F:
     )(command)
 
 
+# Publishing flags that say how to publish, not where.
+NOT_TARGET = ("force", "dry_run", "sweep_after")
+
+
+def sweep_orphans(
+    store: ObjectStore, prefix: str, *, hours: float, say: Callable[[str], None]
+) -> None:
+    """Before publishing: clear what an earlier, killed publisher provably left."""
+    for removed in store.sweep_stale(prefix, older_than=hours * 3600):
+        say(f"removed what a killed publisher left: {store.describe(removed)}")
+
+
 def resolve_publish_target(context: Context, target: dict[str, Any]) -> PublishTarget:
     """matrix.yaml `publish:` < FARM_PUBLISH_* < flags; --force/--dry-run are not target."""
     from orchestrator.publish.target import resolve_target
 
-    overrides = {k: v for k, v in target.items() if k not in ("force", "dry_run")}
+    overrides = {k: v for k, v in target.items() if k not in NOT_TARGET}
     return resolve_target(
         context.matrix.model.publish,
         root=context.matrix.root,

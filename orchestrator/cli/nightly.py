@@ -15,6 +15,7 @@ from orchestrator.cli.app import (
     pass_context,
     publish_options,
     resolve_publish_target,
+    sweep_orphans,
     timeout_option,
 )
 from orchestrator.errors import RunFailed
@@ -128,6 +129,8 @@ def nightly(
         resolved = resolve_publish_target(context, target)
         reporter.message(f"publishing to {resolved.describe()}")
         store = open_store(resolved, on_retry=lambda line: reporter.message(f"retry: {line}"))
+        if not dry_run:
+            sweep_orphans(store, resolved.prefix, hours=target["sweep_after"], say=reporter.message)
         publisher = Publisher(store, prefix=resolved.prefix, progress=reporter.message)
     runner = Nightly(
         matrix,

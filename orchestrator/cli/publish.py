@@ -13,6 +13,7 @@ from orchestrator.cli.app import (
     publish_options,
     resolve_publish_target,
     say,
+    sweep_orphans,
 )
 from orchestrator.errors import FarmError
 from orchestrator.matrix import Cell
@@ -59,6 +60,8 @@ def publish_cells(context: Context, cells: list[Cell], **target: Any) -> None:
     resolved = resolve_publish_target(context, target)
     say(f"publishing to {resolved.describe()}")
     store = open_store(resolved, on_retry=lambda line: say(f"retry: {line}"))
+    if not dry_run:
+        sweep_orphans(store, resolved.prefix, hours=target["sweep_after"], say=say)
     publisher = Publisher(store, prefix=resolved.prefix, progress=say)
     for cell in cells:
         artifact = load_artifact(context.layout.artifacts, cell.archive_name)

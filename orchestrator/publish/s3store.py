@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -372,6 +374,34 @@ class S3Store:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             raise
         return str(completed["ETag"])
+
+    def sweep_stale(self, prefix: str, *, older_than: float) -> list[str]:
+        """Abort multipart uploads of farm archives (`python-*` keys under `prefix`) that were
+        started more than `older_than` seconds ago and never completed: a publisher killed
+        mid-upload leaves their parts billed and invisible. The bucket's lifecycle rule
+        (README, Publishing) is the backstop for everything else."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        stale: list[tuple[str, str]] = []
+        pages = self._call(
+            "ListMultipartUploads",
+            prefix,
+            lambda: list(
+                self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=prefix
+                )
+            ),
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                key, initiated = upload["Key"], upload["Initiated"]
+                if key.rsplit("/", 1)[-1].startswith("python-") and initiated < cutoff:
+                    stale.append((key, upload["UploadId"]))
+        for key, upload_id in stale:
+            abort = functools.partial(
+                self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+            self._call("AbortMultipartUpload", key, abort)
+        return [key for key, _ in stale]
 
 
 def _reason(exc: BaseException | None) -> str:

@@ -8,9 +8,11 @@ HEAD that reports size and sha256.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,6 +77,12 @@ class ObjectStore(Protocol):
         """Read back what the store holds at `key`; PublishError unless it is `source`."""
         ...
 
+    def sweep_stale(self, prefix: str, *, older_than: float) -> list[str]:
+        """Remove what an earlier publisher killed mid-write left behind (temp files, parts
+        of multipart uploads) that is provably the farm's and older than `older_than`
+        seconds; return what was removed."""
+        ...
+
 
 def sha256_hex(source: Path | bytes) -> str:
     if isinstance(source, bytes):
@@ -110,6 +118,21 @@ class DirectoryStore:
 
     def _meta_path(self, key: str) -> Path:
         return self.root / ".farm-meta" / f"{key}.json"
+
+    def sweep_stale(self, prefix: str, *, older_than: float) -> list[str]:
+        """write_atomic's temp files (`.NAME.tmp-XXXXXXXX`) a killed publisher left. A live
+        writer keeps its temp file's mtime fresh, so age tells the two apart."""
+        top = (self.root / prefix).resolve() if prefix else self.root
+        if not top.is_relative_to(self.root) or not top.is_dir():
+            return []
+        cutoff = time.time() - older_than
+        removed: list[str] = []
+        for path in sorted(top.rglob(".*.tmp-*")):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(str(path.relative_to(self.root)))
+        return removed
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -210,3 +210,27 @@ def test_build_numbers_order_rebuilds_and_an_identical_rebuild_keeps_its_number(
     make_artifact(tmp_path / "new", content=b"rebuilt", built_at="2026-11-25T10:00:00Z")
     _publisher(store).publish(load_artifact(tmp_path / "new", name), force=True)
     assert builds() == ("20261125100000", "20261125100000")
+
+
+def test_directory_store_sweeps_only_old_temp_files(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from orchestrator.publish.store import DirectoryStore
+
+    root = tmp_path / "store"
+    (root / "farm").mkdir(parents=True)
+    old_tmp = root / "farm" / ".python-3.13.5-x.tar.zst.tmp-abcdefgh"
+    new_tmp = root / "farm" / ".manifest.json.tmp-ijklmnop"
+    kept = root / "farm" / "python-3.13.5-x.tar.zst"
+    for path in (old_tmp, new_tmp, kept):
+        path.write_bytes(b"x")
+    past = time.time() - 7200
+    os.utime(old_tmp, (past, past))
+    os.utime(kept, (past, past))
+    store = DirectoryStore(root)
+    assert store.sweep_stale("farm/", older_than=3600) == [
+        "farm/.python-3.13.5-x.tar.zst.tmp-abcdefgh"
+    ]
+    assert not old_tmp.exists() and new_tmp.exists() and kept.exists()
+    assert store.sweep_stale("../", older_than=0) == []  # never outside the store
