@@ -35,9 +35,10 @@ from orchestrator.buildspec import (
     installed_recipe_digest,
     recipe_digest,
 )
-from orchestrator.errors import CellBuildError, DockerError
+from orchestrator.errors import CellBuildError, DockerError, UnsafeArchiveError
 from orchestrator.images import LABEL_PREFIX
 from orchestrator.redact import redact
+from orchestrator.safetar import extract_untrusted
 from orchestrator.sandbox import SandboxUser, confinement, hand_over, sandbox_user, take_back
 from orchestrator.watchdog import Watchdog
 
@@ -308,21 +309,32 @@ def _copy_in(
 
 
 def _copy_out(container: Container, prefix_dir: Path) -> None:
-    """Stream the install tree out (to a temp file, never whole in memory) and unpack it."""
+    """Stream the install tree out (to a temp file, never whole in memory) and unpack it.
+    The container is untrusted: its tar may hold links or devices aimed at the host, so it
+    goes through the strict extractor, and nothing of a refused tree is kept."""
     stream, _ = container.get_archive(INSTALL_PREFIX)
     staging = prefix_dir.parent / ".copy-out"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with tempfile.TemporaryFile(dir=prefix_dir.parent) as bundle:
-        for chunk in stream:
-            bundle.write(chunk)
-        bundle.seek(0)
-        with tarfile.open(fileobj=bundle, mode="r") as tar:
-            tar.extractall(staging, filter="tar")
-    top = staging / Path(INSTALL_PREFIX).name
-    prefix_dir.rmdir()  # created empty above; replaced by the tree that came out
-    top.rename(prefix_dir)
-    shutil.rmtree(staging)
+    name = Path(INSTALL_PREFIX).name
+    try:
+        with tempfile.TemporaryFile(dir=prefix_dir.parent) as bundle:
+            for chunk in stream:
+                bundle.write(chunk)
+            bundle.seek(0)
+            with tarfile.open(fileobj=bundle, mode="r|") as tar:
+                extract_untrusted(tar, staging, top=name)
+        prefix_dir.rmdir()  # created empty above; replaced by the tree that came out
+        (staging / name).rename(prefix_dir)
+    except UnsafeArchiveError as exc:
+        raise CellBuildError(
+            f"the build container's install tree was refused: {exc.message}",
+            hint="nothing of it was kept; the build recipe or image is not to be trusted",
+        ) from None
+    except tarfile.TarError as exc:
+        raise CellBuildError(f"the build container's install tree is not a tar: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def remove_container(container: Container) -> None:

@@ -108,3 +108,10 @@ class OutputError(FarmError):
     was left in its place."""
 
     exit_code = 13
+
+
+class UnsafeArchiveError(FarmError):
+    """A tar from an untrusted source (a build container, an archive read back) holds
+    something that could escape or exhaust the place it is read into; nothing was kept."""
+
+    exit_code = 14
