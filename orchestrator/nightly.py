@@ -29,6 +29,7 @@ from orchestrator.matrix import Arch, Cell, Matrix
 from orchestrator.progress import CellOutcome, Reporter, Result
 from orchestrator.publish.manifests import manifest_key
 from orchestrator.publish.publisher import Publisher, load_artifact
+from orchestrator.publish.record import cell_identity
 from orchestrator.publish.store import ObjectStore
 
 INFRA_ERRORS = (DockerError, ImageBuildError)
@@ -294,7 +295,9 @@ class Nightly:
                 # The published archive (if any) was built from other inputs: this run's
                 # whole point is to replace it. The replacement is recorded in its .json.
                 outcome = self.publisher.publish(
-                    load_artifact(self.layout.artifacts, cell.archive_name),
+                    load_artifact(
+                        self.layout.artifacts, cell.archive_name, expect=cell_identity(cell)
+                    ),
                     force=True,
                 )
                 action = outcome.action

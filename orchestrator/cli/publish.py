@@ -54,6 +54,7 @@ def publish(context: Context, /, cells: tuple[str, ...], **target: Any) -> None:
 
 def publish_cells(context: Context, cells: list[Cell], **target: Any) -> None:
     from orchestrator.publish.publisher import Publisher, load_artifact
+    from orchestrator.publish.record import cell_identity
     from orchestrator.publish.target import open_store
 
     force, dry_run = bool(target["force"]), bool(target["dry_run"])
@@ -64,6 +65,8 @@ def publish_cells(context: Context, cells: list[Cell], **target: Any) -> None:
         sweep_orphans(store, resolved.prefix, hours=target["sweep_after"], say=say)
     publisher = Publisher(store, prefix=resolved.prefix, progress=say)
     for cell in cells:
-        artifact = load_artifact(context.layout.artifacts, cell.archive_name)
+        artifact = load_artifact(
+            context.layout.artifacts, cell.archive_name, expect=cell_identity(cell)
+        )
         outcome = publisher.publish(artifact, force=force, dry_run=dry_run)
         click.echo(f"{outcome.action:<9} {outcome.url}")

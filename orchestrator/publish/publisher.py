@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ from orchestrator.publish.manifests import (
     uv_key,
     uv_metadata_key,
 )
+from orchestrator.publish.record import validate_record
 from orchestrator.publish.sbom import SBOM_SUFFIX, sbom_name
 from orchestrator.publish.store import (
     ObjectExists,
@@ -88,7 +89,11 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_artifact(artifacts_dir: Path, archive_name: str) -> LocalArtifact:
+def load_artifact(
+    artifacts_dir: Path, archive_name: str, *, expect: Mapping[str, str] | None = None
+) -> LocalArtifact:
+    """The cell's local artifact set, checked complete, consistent and describing
+    `archive_name`; `expect` (e.g. the cell's version, stack and arch) must match the record."""
     archive = artifacts_dir / archive_name
     stem = archive_name.removesuffix(".tar.zst")
     sha256_file = artifacts_dir / f"{archive_name}.sha256"
@@ -101,9 +106,24 @@ def load_artifact(artifacts_dir: Path, archive_name: str) -> LocalArtifact:
             f"(missing {', '.join(missing)})",
             hint="build the cell first: `orchestrator build CELL`",
         )
-    record = json.loads(metadata_file.read_text())
+    record = validate_record(
+        _read_json(metadata_file), archive_name=archive_name, where=str(metadata_file)
+    )
+    wrong = {k: (record.get(k), v) for k, v in (expect or {}).items() if record.get(k) != v}
+    if wrong:
+        said = ", ".join(
+            f"{k} {have!r} (the cell's is {want!r})" for k, (have, want) in wrong.items()
+        )
+        raise PublishError(
+            f"{metadata_file} does not describe this cell: {said}",
+            hint="publish a record only beside the archive it was built with; rebuild the cell",
+        )
     actual = sha256_of(archive)
-    recorded = sha256_file.read_text().split()[0] if sha256_file.read_text().strip() else ""
+    try:
+        sums = sha256_file.read_text(encoding="utf-8").split()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise PublishError(f"{sha256_file}: unreadable ({exc})", hint=_REBUILD) from None
+    recorded = sums[0] if sums else ""
     if not (actual == recorded == record.get("sha256")) or archive.stat().st_size != record.get(
         "size"
     ):
@@ -111,13 +131,12 @@ def load_artifact(artifacts_dir: Path, archive_name: str) -> LocalArtifact:
             f"{archive_name}: archive, .sha256 and .json disagree (archive sha256 {actual})",
             hint="rebuild the cell; nothing was published",
         )
-    if record.get("verification", {}).get("ok") is not True:
-        state = "failed" if "verification" in record else "never ran"
+    if record["verification"]["ok"] is not True:
         raise PublishError(
-            f"{archive_name}: its verification {state}; refusing to publish",
+            f"{archive_name}: its verification failed; refusing to publish",
             hint="rebuild it, or run `orchestrator verify CELL` and see the cell's log",
         )
-    if record.get("sbom", {}).get("sha256") != sha256_of(sbom_file):
+    if record["sbom"]["sha256"] != sha256_of(sbom_file):
         raise PublishError(
             f"{archive_name}: {sbom_file.name} is not the SBOM its .json names",
             hint="rebuild the cell; nothing was published",
@@ -129,6 +148,18 @@ def load_artifact(artifacts_dir: Path, archive_name: str) -> LocalArtifact:
         sbom_file=sbom_file,
         record=record,
     )
+
+
+_REBUILD = "rebuild the cell; nothing was published"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise PublishError(f"{path}: not valid UTF-8 JSON ({exc})", hint=_REBUILD) from None
+    except OSError as exc:
+        raise PublishError(f"{path}: unreadable ({exc.strerror or exc})", hint=_REBUILD) from None
 
 
 class Publisher:
@@ -158,8 +189,24 @@ class Publisher:
                 self.progress(f"would write {self.store.describe(key)}")
             return PublishOutcome(name=artifact.archive.name, action="dry-run", url=url, keys=keys)
 
-        action, replaced = self._put_archive(archive_key, artifact, force=force)
+        # Everything the manifests will say is computed (so checked) before the first write:
+        # a record they cannot take stops here, with nothing uploaded.
         published_at = utc_now()
+        sbom_url = self.store.public_url(sbom_key)
+        entry = manifest_entry(
+            artifact.record,
+            url=url,
+            metadata_url=self.store.public_url(json_key),
+            sbom_url=sbom_url,
+            published_at=published_at,
+        )
+        uv_doc_key = uv_metadata_key(self.prefix, artifact.record["stack"], artifact.record["arch"])
+        uv_name, uv_doc_entry = (
+            uv_key(artifact.record),
+            uv_entry(artifact.record, url=url, sbom_url=sbom_url),
+        )
+
+        action, replaced = self._put_archive(archive_key, artifact, force=force)
         sha_body = artifact.sha256_file.read_bytes()
         self._put_sidecar(sha_key, sha_body, overwrite=action == "replaced")
         sbom_body = artifact.sbom_file.read_bytes()
@@ -183,26 +230,25 @@ class Publisher:
             self.store.verify(sbom_key, sbom_body, sha256=sha256_hex(sbom_body))
         self.progress(f"verified {self.store.describe(archive_key)} by read-back")
 
-        entry = manifest_entry(
-            artifact.record,
-            url=url,
-            metadata_url=self.store.public_url(json_key),
-            sbom_url=self.store.public_url(sbom_key),
-            published_at=published_at,
-        )
-        self._update_json(
-            manifest_key(self.prefix),
-            lambda current: _keep_published_at(current, entry, unchanged=action == "unchanged"),
-        )
-        self._update_json(
-            uv_metadata_key(self.prefix, artifact.record["stack"], artifact.record["arch"]),
+        # uv's file first, manifest.json last: the manifest is what nightly and check-manifest
+        # trust, so it only changes once uv's has. If writing it fails, uv's file is put
+        # back as it was (If-Match on what we wrote: a later publisher's update is kept).
+        # Either way every URL in either file names an object that was read back above.
+        uv_undo = self._update_json(
+            uv_doc_key,
             lambda current: _keep_uv_build(
-                current,
-                uv_key(artifact.record),
-                uv_entry(artifact.record, url=url, sbom_url=self.store.public_url(sbom_key)),
-                unchanged=action == "unchanged",
+                current, uv_name, uv_doc_entry, unchanged=action == "unchanged"
             ),
         )
+        try:
+            self._update_json(
+                manifest_key(self.prefix),
+                lambda current: _keep_published_at(current, entry, unchanged=action == "unchanged"),
+            )
+        except BaseException:
+            if uv_undo is not None:
+                self._undo(uv_undo)
+            raise
         return PublishOutcome(name=artifact.archive.name, action=action, url=url, keys=keys)
 
     def _put_archive(
@@ -241,6 +287,21 @@ class Publisher:
         self.progress(f"replaced {self.store.describe(key)} (--force)")
         return "replaced", {"sha256": existing.sha256 or "", "replaced_at": utc_now()}
 
+    def _undo(self, undo: _Undo) -> None:
+        """Best effort: the error that brought us here is the one to report."""
+        try:
+            if undo.previous is None:
+                self.store.delete(undo.key, if_match=undo.etag)
+            else:
+                self.store.put(
+                    undo.key, undo.previous, sha256=sha256_hex(undo.previous),
+                    content_type=CONTENT_TYPES[".json"], if_match=undo.etag,
+                    cache_control=MANIFEST_CACHE_CONTROL,
+                )  # fmt: skip
+            self.progress(f"put back {self.store.describe(undo.key)} as it was")
+        except PublishError as exc:
+            self.progress(f"could not put back {self.store.describe(undo.key)}: {exc}")
+
     def _head_existing(self, key: str) -> StoredObject:
         existing = self.store.head(key)
         if existing is None:  # deleted between our PUT and HEAD: report, don't guess
@@ -266,24 +327,25 @@ class Publisher:
 
     def _update_json(
         self, key: str, merge: Callable[[dict[str, Any] | None], dict[str, Any]]
-    ) -> None:
+    ) -> _Undo | None:
         """Read, merge, write with If-Match (create-only when absent); on a lost race,
-        re-read and merge again, so concurrent publishers never drop each other's entries."""
+        re-read and merge again, so concurrent publishers never drop each other's entries.
+        Returns how to put the document back (None when nothing changed)."""
         for attempt in range(1, MAX_MANIFEST_ATTEMPTS + 1):
             found = self.store.get(key)
-            current = json.loads(found[0]) if found else None
+            current = _parse_document(self.store.describe(key), found[0]) if found else None
             updated = merge(current)
             if updated == current:
-                return
+                return None
             body = dumps(updated)
             try:
-                self.store.put(
+                written = self.store.put(
                     key, body, sha256=sha256_hex(body), content_type=CONTENT_TYPES[".json"],
                     if_match=found[1] if found else None, create_only=found is None,
                     cache_control=MANIFEST_CACHE_CONTROL,
                 )  # fmt: skip
                 self.progress(f"updated {self.store.describe(key)}")
-                return
+                return _Undo(key=key, previous=found[0] if found else None, etag=written.etag)
             except (PreconditionFailed, ObjectExists):
                 time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
         raise PublishError(
@@ -291,6 +353,30 @@ class Publisher:
             "concurrent updates",
             hint="the runtimes are uploaded; run publish again to add them to the manifest",
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Undo:
+    key: str
+    previous: bytes | None  # None: the document did not exist
+    etag: str  # what we wrote
+
+
+def _parse_document(where: str, body: bytes) -> dict[str, Any]:
+    """A manifest read from the store; a damaged one stops this publish with its name."""
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise PublishError(f"{where} is not valid UTF-8 JSON ({exc})", hint=_REPAIR_HINT) from None
+    if not isinstance(document, dict):
+        raise PublishError(f"{where} is not a JSON object", hint=_REPAIR_HINT)
+    return document
+
+
+_REPAIR_HINT = (
+    "nothing was changed; restore it from the bucket's versioning, or delete it and publish "
+    "every cell again (docs/RELIABILITY.md, repairing a store)"
+)
 
 
 def _keep_published_at(

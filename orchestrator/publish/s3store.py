@@ -375,6 +375,19 @@ class S3Store:
             raise
         return str(completed["ETag"])
 
+    def delete(self, key: str, *, if_match: str) -> None:
+        # S3 has conditional deletes only in some regions/servers: check, then delete.
+        current = self.head(key)
+        if current is None:
+            return
+        if current.etag != if_match:
+            raise PreconditionFailed(f"{self.describe(key)} changed since it was written")
+        self._call(
+            "DeleteObject",
+            key,
+            functools.partial(self.client.delete_object, Bucket=self.bucket, Key=key),
+        )
+
     def sweep_stale(self, prefix: str, *, older_than: float) -> list[str]:
         """Abort multipart uploads of farm archives (`python-*` keys under `prefix`) that were
         started more than `older_than` seconds ago and never completed: a publisher killed

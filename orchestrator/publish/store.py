@@ -77,6 +77,10 @@ class ObjectStore(Protocol):
         """Read back what the store holds at `key`; PublishError unless it is `source`."""
         ...
 
+    def delete(self, key: str, *, if_match: str) -> None:
+        """Remove `key` if its ETag is still `if_match` (PreconditionFailed otherwise)."""
+        ...
+
     def sweep_stale(self, prefix: str, *, older_than: float) -> list[str]:
         """Remove what an earlier publisher killed mid-write left behind (temp files, parts
         of multipart uploads) that is provably the farm's and older than `older_than`
@@ -118,6 +122,17 @@ class DirectoryStore:
 
     def _meta_path(self, key: str) -> Path:
         return self.root / ".farm-meta" / f"{key}.json"
+
+    def delete(self, key: str, *, if_match: str) -> None:
+        path = self._path(key)
+        with self._locked():
+            current = self.head(key)
+            if current is None:
+                return
+            if current.etag != if_match:
+                raise PreconditionFailed(f"{self.describe(key)} changed since it was written")
+            path.unlink()
+            self._meta_path(key).unlink(missing_ok=True)
 
     def sweep_stale(self, prefix: str, *, older_than: float) -> list[str]:
         """write_atomic's temp files (`.NAME.tmp-XXXXXXXX`) a killed publisher left. A live
