@@ -10,6 +10,7 @@ import datetime as dt
 import enum
 import fnmatch
 import re
+import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -17,6 +18,7 @@ from typing import Annotated, Literal, Self
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -51,7 +53,79 @@ class Arch(enum.StrEnum):
         return {"amd64": "amd64", "arm64": "arm64v8"}[self.value]
 
 
-_VERSION_RE = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)(?P<pre>(a|b|rc)\d+)?$")
+# Bounded digits: a version reaches paths, URLs and shell lines, and `int()` of 5000 digits
+# is an error of its own.
+_VERSION_RE = re.compile(
+    r"^(?P<major>\d{1,3})\.(?P<minor>\d{1,3})\.(?P<patch>\d{1,3})(?P<pre>(a|b|rc)\d{1,3})?$"
+)
+# Upstream's tarball names (Python-3.11.2.tgz, Python-3.13.5.tar.xz), nothing that is a path.
+TARBALL_SUFFIXES = (".tar.xz", ".tgz", ".tar.gz", ".tar.bz2", ".tar.zst")
+# Top-level directories a cache or store must never be (or be inside): the system's own.
+_SYSTEM_DIRS = frozenset(
+    {"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin",
+     "sys", "usr"}
+)  # fmt: skip
+
+
+def _contained_or_explicit(path: Path) -> Path:
+    """A directory the farm writes into: relative without `..` (so inside the project), or
+    an absolute path naming a directory of its own, never `/` or inside a system directory."""
+    if "\0" in str(path):
+        raise ValueError("NUL in path")
+    if not path.is_absolute():
+        if ".." in path.parts:
+            raise ValueError(f"{path}: '..' would leave the project; use an absolute path")
+        return path
+    parts = path.parts[1:]
+    if not parts or parts[0] in _SYSTEM_DIRS or ".." in parts:
+        raise ValueError(
+            f"{path}: not a directory the farm may write into (/, '..' and system "
+            "directories are refused)"
+        )
+    return path
+
+
+WritableDir = Annotated[Path, AfterValidator(_contained_or_explicit)]
+
+# One character rule per kind of value that reaches a Dockerfile, a shell line, make, a path
+# or a URL. None of them admits whitespace, quotes, `$`, `;`, braces (Jinja) or `..`.
+DEBIAN_PACKAGE = r"^[a-z0-9][a-z0-9+.-]{0,99}$"  # Debian policy 5.6.1
+MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}$"
+Codename = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+# A Docker image reference: [registry[:port]/]path[:tag][@sha256:digest].
+ImageRef = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/:-]{0,254}(@sha256:[0-9a-f]{64})?$")
+]
+EngineUrl = Annotated[str, StringConstraints(pattern=r"^(unix|tcp|ssh|npipe)://[^\s'\"`$;{}]+$")]
+RunnerLabel = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+# One flag per whitespace-separated token; make expands `$(...)` in variable values, so `$`
+# is out, as is anything a shell or make would read specially.
+_FLAG = re.compile(r"^-[A-Za-z0-9_=,.:+/-]{1,200}$")
+
+
+def _flags(value: str) -> str:
+    bad = [token for token in value.split() if not _FLAG.match(token)]
+    if bad:
+        raise ValueError(f"{bad[0][:60]!r} is not a plain compiler/linker flag like -O2")
+    return value
+
+
+Flags = Annotated[str, AfterValidator(_flags)]
+
+
+def _names(pattern: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(entries: list[PackageEntry]) -> list[PackageEntry]:
+        for name in select_entries(entries, None):
+            if not compiled.match(name):
+                raise ValueError(f"{name[:60]!r} is not a valid {what}")
+        return entries
+
+    return AfterValidator(check)
+
+
 _STACK_NAME_RE = r"^[a-z][a-z0-9]*-[0-9][0-9.]*$"
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
@@ -88,6 +162,9 @@ class ConditionalItem(_Strict):
 
 
 PackageEntry = NonEmpty | ConditionalItem
+DebianPackages = Annotated[
+    list[PackageEntry], Field(min_length=1), _names(DEBIAN_PACKAGE, "Debian package name")
+]
 
 
 def select_entries(entries: Sequence[PackageEntry], version: Version | None) -> list[str]:
@@ -159,8 +236,8 @@ class Profile(_Strict):
 class BuildFlags(_Strict):
     """Compiler/linker flags given to `make`, never to configure, so they stay out of sysconfig."""
 
-    extra_cflags: str = ""
-    ldflags: str = ""
+    extra_cflags: Flags = ""
+    ldflags: Flags = ""
 
 
 _FEED_NAME = r"^[a-z0-9][a-z0-9.-]*$"
@@ -212,7 +289,11 @@ ReleaseFeedSettings = Annotated[
 
 
 class SourceSettings(_Strict):
-    cache_dir: Path = Path(".cache/sources")
+    cache_dir: WritableDir = Field(
+        default=Path(".cache/sources"),
+        description="verified tarballs; relative to matrix.yaml (no '..'), or an absolute "
+        "directory outside the system's",
+    )
     mirrors: list[NonEmpty] = Field(min_length=1)
     release_feeds: list[ReleaseFeedSettings] = Field(
         default_factory=list, description="where `orchestrator versions` learns of releases"
@@ -246,17 +327,26 @@ class SourceSettings(_Strict):
     def _known_placeholders(cls, mirrors: list[str]) -> list[str]:
         allowed = {"version", "filename", "major_minor", "ext"}
         for template in mirrors:
-            used = set(re.findall(r"{(\w*)}", template))
-            unknown = used - allowed
-            if unknown:
+            try:
+                fields = list(string.Formatter().parse(template))
+            except ValueError as exc:
+                raise ValueError(f"mirror {template!r}: {exc}") from None
+            for _text, name, spec, conversion in fields:
+                # Plain {name} only: {version.x}, {version[0]} or {version!r} reach into
+                # Python objects, not the documented values.
+                if name is not None and (name not in allowed or spec or conversion):
+                    raise ValueError(
+                        f"mirror {template!r}: placeholder {{{name}}} is not one of "
+                        f"{{version}} {{filename}} {{major_minor}} {{ext}}"
+                    )
+            if not re.match(r"^(https?|file)://[^\s]+$", template):
                 raise ValueError(
-                    f"mirror {template!r} uses unknown placeholder(s) {sorted(unknown)}; "
-                    f"allowed: {sorted(allowed)}"
+                    f"mirror {template!r} must start with https://, http:// or file:// "
+                    "and hold no whitespace"
                 )
-            if not re.match(r"^(https?|file)://", template):
-                raise ValueError(
-                    f"mirror {template!r} must start with https://, http:// or file://"
-                )
+            if template.startswith("file://"):
+                # A local mirror is a directory of tarballs, never a device or a system path.
+                _contained_or_explicit(Path(template.removeprefix("file://")))
         return mirrors
 
 
@@ -299,7 +389,7 @@ class SignatureSettings(_Strict):
         default=False,
         description="true: a tarball with no signature to check is refused (a bad one always is)",
     )
-    keys_dir: Path = Field(
+    keys_dir: WritableDir = Field(
         default=Path("keys"),
         description="public keys as <FINGERPRINT>.asc, relative to matrix.yaml",
     )
@@ -316,7 +406,7 @@ class PublishSettings(_Strict):
     region: str | None = None
     endpoint_url: str | None = None
     public_base_url: str | None = None
-    local_dir: Path | None = Field(
+    local_dir: WritableDir | None = Field(
         default=None,
         description="store used when no bucket is configured; default OUT/publish",
     )
@@ -331,8 +421,23 @@ class PythonSource(_Strict):
     @classmethod
     def _version_format(cls, value: str) -> str:
         if not _VERSION_RE.match(value):
-            raise ValueError(f"bad version {value!r}: expected X.Y.Z, optionally with a1/b2/rc1")
+            raise ValueError(
+                f"bad version {value[:40]!r}: expected X.Y.Z, optionally with a1/b2/rc1"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _plain_tarball_name(self) -> PythonSource:
+        # The name becomes a path in the cache (and is deleted there on a mismatch): only
+        # upstream's own names for this version.
+        if self.filename is not None:
+            allowed = [f"Python-{self.version}{suffix}" for suffix in TARBALL_SUFFIXES]
+            if self.filename not in allowed:
+                raise ValueError(
+                    f"filename {self.filename[:80]!r} is not upstream's name for "
+                    f"{self.version}: one of {', '.join(allowed)}"
+                )
+        return self
 
     @property
     def parsed(self) -> Version:
@@ -359,14 +464,14 @@ class PythonSource(_Strict):
 class Stack(_Strict):
     distro: Annotated[str, StringConstraints(pattern=r"^[a-z]+$")]
     distro_version: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9.]*$")]
-    codename: NonEmpty
-    base_image: NonEmpty = Field(
+    codename: Codename
+    base_image: ImageRef = Field(
         description="official images get the per-arch Hub namespace (debian:bookworm -> "
         "arm64v8/debian:bookworm); a mapping arch -> image overrides that"
     )
-    base_image_per_arch: dict[Arch, NonEmpty] = Field(default_factory=dict)
-    build_packages: list[PackageEntry] = Field(min_length=1)
-    run_packages: list[PackageEntry] = Field(min_length=1)
+    base_image_per_arch: dict[Arch, ImageRef] = Field(default_factory=dict)
+    build_packages: DebianPackages
+    run_packages: DebianPackages
 
     def image_for(self, arch: Arch) -> str:
         if arch in self.base_image_per_arch:
@@ -408,7 +513,7 @@ class Exclude(_Strict):
 class MatrixModel(_Strict):
     recipe_version: int = Field(ge=1)
     default_profile: str
-    profiles: dict[str, Profile] = Field(min_length=1)
+    profiles: dict[ProfileName, Profile] = Field(min_length=1)
     build_flags: BuildFlags
     sources: SourceSettings
     pythons: list[PythonSource] = Field(min_length=1)
@@ -417,15 +522,17 @@ class MatrixModel(_Strict):
     )
     arches: list[Arch] = Field(min_length=1)
     excludes: list[Exclude] = Field(default_factory=list)
-    expected_modules: list[PackageEntry] = Field(min_length=1)
+    expected_modules: Annotated[
+        list[PackageEntry], Field(min_length=1), _names(MODULE_NAME, "module name")
+    ]
     signatures: SignatureSettings = Field(default_factory=SignatureSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
-    engines: dict[Arch, NonEmpty] = Field(
+    engines: dict[Arch, EngineUrl] = Field(
         default_factory=dict,
         description="arch -> Docker endpoint (DOCKER_HOST style, e.g. ssh://arm64-builder); "
         "arches not listed use the default engine (arm64 then runs under emulation)",
     )
-    runners: dict[Arch, NonEmpty] = Field(
+    runners: dict[Arch, RunnerLabel] = Field(
         default_factory=lambda: {Arch.AMD64: "ubuntu-24.04", Arch.ARM64: "ubuntu-24.04-arm"},
         description="GitHub Actions runner label per arch for `plan --format github-matrix`",
     )

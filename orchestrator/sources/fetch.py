@@ -240,6 +240,13 @@ def _fetch_pinned(
     except OSError as exc:
         raise SourceError(f"cannot create cache dir {cache_dir}: {exc.strerror or exc}") from None
     final = cache_dir / python.tarball
+    # The schema allows only upstream's plain names; this is the second line of defence, as
+    # a mismatch deletes `final`.
+    if Path(python.tarball).name != python.tarball or final.parent != cache_dir:
+        raise SourceError(
+            f"tarball name {python.tarball!r} is not a plain file name",
+            hint="fix pythons[].filename in matrix.yaml",
+        )
 
     cached = _reuse_cached(final, expected, report)
     if cached is not None:

@@ -125,7 +125,7 @@ def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
         (_set(["arches"], ["amd64", "riscv"]), r"arches\[1\]: Input should be 'amd64' or 'arm64'"),
         (_set(["default_profile"], "turbo"), r"default_profile 'turbo' is not one of"),
         (_set(["sources", "mirrors"], ["ftp://x/{version}"]), r"must start with https://"),
-        (_set(["sources", "mirrors"], ["https://x/{vers}"]), r"unknown placeholder"),
+        (_set(["sources", "mirrors"], ["https://x/{vers}"]), r"is not one of"),
         (
             _set(["profiles", "slim", "footprint", "strip_docs"], True),
             r"profiles\.slim\.footprint\.strip_docs: unknown key",
