@@ -5,6 +5,7 @@ expected.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,
@@ -89,16 +94,29 @@ def _describe(error: ErrorDetails) -> tuple[tuple[int | str, ...], str]:
     return loc, message
 
 
+# A real matrix is a few KB; /dev/zero or a 2 GB file is a mistake to stop early.
+MAX_MATRIX_BYTES = 1024 * 1024
+
+
 def load_matrix(path: Path) -> Matrix:
     """Read and validate matrix.yaml; raise ConfigError with one clear line on any problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):  # a fifo would block, a device never end
+            raise ConfigError(f"{path}: not a regular file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_MATRIX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such file", hint="run from the repository root or pass --matrix PATH"
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_MATRIX_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_MATRIX_BYTES // 1024} KiB; not a matrix")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start}): {exc.reason}") from None
     return parse_matrix(text, path)
 
 
@@ -113,7 +131,9 @@ def parse_matrix(text: str, path: Path) -> Matrix:
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

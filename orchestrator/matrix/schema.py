@@ -502,6 +502,12 @@ class Exclude(_Strict):
     arch: str = "*"
     reason: str = ""
 
+    @model_validator(mode="after")
+    def _says_something(self) -> Self:
+        if (self.python, self.stack, self.arch) == ("*", "*", "*"):
+            raise ValueError("an exclude needs at least one of python, stack, arch")
+        return self
+
     def matches(self, version: str, stack: str, arch: str) -> bool:
         return (
             fnmatch.fnmatchcase(version, self.python)
@@ -553,6 +559,16 @@ class MatrixModel(_Strict):
             raise ValueError("arches: an arch is listed twice")
         for index, exclude in enumerate(self.excludes):
             self._check_exclude(index, exclude)
+        if not any(
+            not any(e.matches(p.version, stack, arch.value) for e in self.excludes)
+            for p in self.pythons
+            for stack in self.stacks
+            for arch in self.arches
+        ):
+            raise ValueError("excludes remove every cell of the matrix")
+        missing = [arch.value for arch in self.arches if arch not in self.runners]
+        if missing:
+            raise ValueError(f"runners: no runner label for arch {', '.join(missing)}")
         return self
 
     def _check_exclude(self, index: int, exclude: Exclude) -> None:
