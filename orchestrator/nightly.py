@@ -27,7 +27,7 @@ from orchestrator.images import ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Arch, Cell, Matrix
 from orchestrator.progress import CellOutcome, Reporter, Result
-from orchestrator.publish.manifests import manifest_key
+from orchestrator.publish.manifests import manifest_key, runtime_entries
 from orchestrator.publish.publisher import Publisher, load_artifact
 from orchestrator.publish.record import cell_identity
 from orchestrator.publish.store import ObjectStore
@@ -71,8 +71,8 @@ def published_fingerprints(store: ObjectStore, prefix: str) -> dict[str, str]:
     found = store.get(manifest_key(prefix))
     if found is None:
         return {}
-    runtimes = json.loads(found[0]).get("runtimes", [])
-    return {r["name"]: r.get("fingerprint") or "" for r in runtimes}
+    runtimes = runtime_entries(store.describe(manifest_key(prefix)), found[0])
+    return {r["name"]: str(r.get("fingerprint") or "") for r in runtimes}
 
 
 class Nightly:
@@ -178,8 +178,14 @@ class Nightly:
             return published_fingerprints(self.publisher.store, self.publisher.prefix)
         known = {}
         for record_path in sorted(self.layout.artifacts.glob("python-*.json")):
-            record = json.loads(record_path.read_text())
-            verified = record.get("verification", {}).get("ok", False)
+            try:
+                record = json.loads(record_path.read_bytes().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                continue  # damaged: not "done", so the cell is built again
+            if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+                continue
+            verification = record.get("verification")
+            verified = isinstance(verification, dict) and verification.get("ok") is True
             if verified and (self.layout.artifacts / record.get("name", "")).is_file():
                 known[record["name"]] = record.get("fingerprint") or ""
         return known

@@ -33,6 +33,8 @@ from orchestrator.publish.manifests import (
     merge_manifest,
     merge_uv_metadata,
     normalize_prefix,
+    parse_document,
+    runtime_entries,
     uv_entry,
     uv_key,
     uv_metadata_key,
@@ -333,7 +335,9 @@ class Publisher:
         Returns how to put the document back (None when nothing changed)."""
         for attempt in range(1, MAX_MANIFEST_ATTEMPTS + 1):
             found = self.store.get(key)
-            current = _parse_document(self.store.describe(key), found[0]) if found else None
+            current = parse_document(self.store.describe(key), found[0]) if found else None
+            if found and key == manifest_key(self.prefix):
+                runtime_entries(self.store.describe(key), found[0])  # entries it will merge
             updated = merge(current)
             if updated == current:
                 return None
@@ -360,23 +364,6 @@ class _Undo:
     key: str
     previous: bytes | None  # None: the document did not exist
     etag: str  # what we wrote
-
-
-def _parse_document(where: str, body: bytes) -> dict[str, Any]:
-    """A manifest read from the store; a damaged one stops this publish with its name."""
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PublishError(f"{where} is not valid UTF-8 JSON ({exc})", hint=_REPAIR_HINT) from None
-    if not isinstance(document, dict):
-        raise PublishError(f"{where} is not a JSON object", hint=_REPAIR_HINT)
-    return document
-
-
-_REPAIR_HINT = (
-    "nothing was changed; restore it from the bucket's versioning, or delete it and publish "
-    "every cell again (docs/RELIABILITY.md, repairing a store)"
-)
 
 
 def _keep_published_at(
@@ -419,7 +406,8 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
     found = store.get(manifest_key(prefix))
     if found is None:
         return [f"{store.describe(manifest_key(prefix))} does not exist"]
-    entries = {r["name"]: r for r in json.loads(found[0]).get("runtimes", [])}
+    where = store.describe(manifest_key(prefix))
+    entries = {r["name"]: r for r in runtime_entries(where, found[0])}
     uv_docs: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for name in archive_names:
@@ -441,7 +429,9 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
         uv_key_name = uv_metadata_key(prefix, entry["stack"], entry["arch"])
         if uv_key_name not in uv_docs:
             uv_found = store.get(uv_key_name)
-            uv_docs[uv_key_name] = json.loads(uv_found[0]) if uv_found else {}
+            uv_docs[uv_key_name] = (
+                parse_document(store.describe(uv_key_name), uv_found[0]) if uv_found else {}
+            )
         uv_name = f"cpython-{entry['version']}-linux-{UV_ARCH[entry['arch']]}-gnu"
         if uv_docs[uv_key_name].get(uv_name, {}).get("sha256") != entry["sha256"]:
             problems.append(f"{name}: {uv_key_name} does not list it with the same sha256")

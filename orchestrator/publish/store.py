@@ -164,7 +164,14 @@ class DirectoryStore:
         meta_path = self._meta_path(key)
         if not path.is_file() or not meta_path.is_file():
             return None
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+            meta["etag"]
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as exc:
+            raise PublishError(
+                f"{self.describe(key)}: its metadata {meta_path} is damaged ({exc})",
+                hint="delete that metadata file and publish the cell again",
+            ) from None
         return StoredObject(
             key=key,
             size=path.stat().st_size,

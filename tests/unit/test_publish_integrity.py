@@ -136,3 +136,45 @@ def test_a_failed_manifest_write_puts_uv_metadata_back(tmp_path: Path, uv_existe
     after = store.get(uv_key)
     assert (after[0] if after else None) == (before[0] if before else None)
     assert store.get(manifest_key(PREFIX)) == manifest_before
+
+
+DAMAGED_MANIFESTS = [
+    b"not json",
+    b"\xff\xfe",
+    b"[]",
+    b'{"runtimes": "a string"}',
+    b'{"runtimes": [{"size": 1}]}',
+    b"[" * 100_000,
+]
+
+
+@pytest.mark.parametrize("body", DAMAGED_MANIFESTS)
+def test_a_damaged_manifest_in_the_store_is_one_line(tmp_path: Path, body: bytes) -> None:
+    from orchestrator.nightly import published_fingerprints
+    from orchestrator.publish.publisher import check_published
+
+    store = DirectoryStore(tmp_path / "store")
+    name = make_artifact(tmp_path / "a")
+    _publisher(store).publish(load_artifact(tmp_path / "a", name))
+    (store.root / manifest_key(PREFIX)).write_bytes(body)
+    for action in (
+        lambda: published_fingerprints(store, PREFIX),
+        lambda: check_published(store, PREFIX, [name]),
+        lambda: _publisher(store).publish(
+            load_artifact(tmp_path / "b", make_artifact(tmp_path / "b", version="3.13.4"))
+        ),
+    ):
+        with pytest.raises(PublishError, match=r"manifest\.json") as raised:
+            action()
+        assert "\n" not in str(raised.value) and "restore it" in str(raised.value)
+    assert (store.root / manifest_key(PREFIX)).read_bytes() == body  # nothing overwritten
+
+
+def test_damaged_store_metadata_is_one_line(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    name = make_artifact(tmp_path / "a")
+    _publisher(store).publish(load_artifact(tmp_path / "a", name))
+    meta = store.root / ".farm-meta" / f"{PREFIX}{name}.json"
+    meta.write_text('{"sha256": "no etag"}')
+    with pytest.raises(PublishError, match=r"metadata .* is damaged"):
+        store.head(PREFIX + name)
