@@ -123,3 +123,22 @@ def test_publish_targets_are_refused_not_changed(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and shown in err[0], err
     assert not (tmp_path / "publish").exists()
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "too-big"])
+def test_unbounded_matrix_files_are_refused(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Finding 6: --matrix /dev/zero grew to 23 GB; a fifo hung.
+    import os
+
+    path = tmp_path / "matrix.yaml"
+    if kind == "dev-zero":
+        path = Path("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("# padding\n" * 200_000)
+    code = main(["--matrix", str(path), "plan"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(path) in err[0], err
