@@ -52,6 +52,9 @@ if [ "${ID:-}" = "debian" ] && [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
   fi
   missing=""
   docker buildx version >/dev/null 2>&1 || missing=$(need_pkgs docker-buildx)
+  # Compose v2 (`docker compose`), which pytest-docker starts the test services with.
+  docker compose version >/dev/null 2>&1 || missing="$missing $(need_pkgs docker-compose)"
+  missing=$(echo $missing)
   if [ -n "$missing" ]; then
     apt_update_once
     log "installing from trixie: $missing"
@@ -61,6 +64,15 @@ if [ "${ID:-}" = "debian" ] && [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
 else
   missing=""
   docker buildx version >/dev/null 2>&1 || missing=$(need_pkgs docker-buildx)
+  # Ubuntu names compose v2 docker-compose-v2; Debian trixie and later docker-compose.
+  if ! docker compose version >/dev/null 2>&1; then
+    if apt-cache show docker-compose-v2 >/dev/null 2>&1; then
+      missing="$missing $(need_pkgs docker-compose-v2)"
+    else
+      missing="$missing $(need_pkgs docker-compose)"
+    fi
+  fi
+  missing=$(echo $missing)
   if [ -n "$missing" ]; then
     apt_update_once
     # shellcheck disable=SC2086
@@ -91,4 +103,5 @@ if [ "$(uname -m)" != "aarch64" ]; then
 fi
 
 docker buildx version >/dev/null 2>&1 || { log "docker buildx is not available"; exit 1; }
+docker compose version >/dev/null 2>&1 || { log "docker compose (v2) is not available"; exit 1; }
 log "host ready: $(docker version --format 'engine {{.Server.Version}} (API {{.Server.APIVersion}})'), $(docker buildx version | head -n1)"

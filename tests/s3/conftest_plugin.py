@@ -3,29 +3,72 @@
     pytest_plugins = ["tests.s3.conftest_plugin"]
 
 Fixtures:
-    s3_server    (session)  moto's S3 in a child process on 127.0.0.1; see S3Server
+    s3_server    (session)  moto's S3 as a pytest-docker compose service; see S3Server
     s3_bucket    (function) name of a fresh, empty bucket on that server
     fault_proxy  (function) a FaultProxy forwarding to s3_server, for failure injection
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from pytest_docker.plugin import Services
 
 from tests.s3.fault_proxy import FaultProxy
-from tests.s3.harness import S3Server, running_s3_server
+from tests.s3.harness import S3Server, answers_http
+
+COMPOSE_FILE = Path(__file__).resolve().parents[1] / "services" / "docker-compose.yml"
 
 __all__ = ["S3Server", "fault_proxy", "s3_bucket", "s3_server"]
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """moto's S3 over real HTTP in a child process, shared by the whole session."""
-    with running_s3_server(tmp_path_factory.mktemp("s3-server")) as server:
-        yield server
+def docker_compose_file() -> str:
+    """pytest-docker: the test services (tests/services/docker-compose.yml)."""
+    return str(COMPOSE_FILE)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    """One compose project per test run, so two runs on one engine never share a server."""
+    return f"farm-tests-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def s3_service_wheels() -> Path:
+    """moto (the venv's version) and its dependencies as wheels for the service image, whose
+    Python is Debian trixie's 3.13. The host's pip reaches PyPI; the image build then needs
+    nothing but Debian's archive."""
+    from importlib.metadata import version
+
+    target = COMPOSE_FILE.parent / "s3" / "wheels"
+    wanted = version("moto")
+    if not list(target.glob(f"moto-{wanted}-*.whl")):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", f"moto[server]=={wanted}",
+             "--python-version", "3.13", "--only-binary=:all:", "--dest", str(target),
+             "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+             "--platform", "manylinux_2_28_x86_64"],
+            check=True,
+        )  # fmt: skip
+    return target
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_service_wheels: Path, docker_ip: str, docker_services: Services) -> S3Server:
+    """moto's S3 (behind the harness's write lock) as the compose service `s3`, started by
+    pytest-docker's docker_services and shared by the whole session."""
+    port = docker_services.port_for("s3", 5000)
+    docker_services.wait_until_responsive(
+        check=lambda: answers_http(port, host=docker_ip), timeout=120.0, pause=0.5
+    )
+    return S3Server(endpoint_url=f"http://{docker_ip}:{port}")
 
 
 @pytest.fixture

@@ -108,8 +108,8 @@ class S3Server:
         return f"{self.endpoint_url}/{bucket}/{key}"
 
 
-def _answers_http(port: int) -> bool:
-    conn = HTTPConnection("127.0.0.1", port, timeout=2)
+def answers_http(port: int, *, host: str = "127.0.0.1") -> bool:
+    conn = HTTPConnection(host, port, timeout=2)
     try:
         conn.request("GET", "/")
         conn.getresponse().read()
@@ -161,7 +161,7 @@ def _start_server(
         # The launcher writes the file only once listening; the GET proves moto is serving.
         if port_file.exists():
             port = int(port_file.read_text())
-            if _answers_http(port):
+            if answers_http(port):
                 return process, S3Server(endpoint_url=f"http://127.0.0.1:{port}")
         time.sleep(0.1)
     if process.poll() is not None:

@@ -98,6 +98,7 @@ def write_port_file(path: Path, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default=HOST, help="address to listen on (a container: 0.0.0.0)")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, help="write the listening port here")
     parser.add_argument(
@@ -116,15 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.race_window > 0:
         widen_race_window(args.race_window)
 
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    try:
+        from moto.moto_server.werkzeug_app import MotoRequestHandler as handler
+    except ImportError:  # moto < 5.1.x (Debian's python3-moto in the service image)
+        from werkzeug.serving import WSGIRequestHandler as handler
 
     # MotoRequestHandler keeps headers with underscores (S3 metadata may have them).
     server = make_server(
-        HOST,
+        args.host,
         args.port,
         build_app(write_lock=not args.no_write_lock),
         threaded=True,
-        request_handler=MotoRequestHandler,
+        request_handler=handler,
     )
     port = server.socket.getsockname()[1]
 
