@@ -54,7 +54,8 @@ if [ "${ID:-}" = "debian" ] && [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
   docker buildx version >/dev/null 2>&1 || missing=$(need_pkgs docker-buildx)
   # Compose v2 (`docker compose`), which pytest-docker starts the test services with.
   docker compose version >/dev/null 2>&1 || missing="$missing $(need_pkgs docker-compose)"
-  missing=$(echo $missing)
+  # shellcheck disable=SC2086
+  missing=$(echo $missing)  # trim the joins' spaces
   if [ -n "$missing" ]; then
     apt_update_once
     log "installing from trixie: $missing"
@@ -66,17 +67,19 @@ else
   docker buildx version >/dev/null 2>&1 || missing=$(need_pkgs docker-buildx)
   # Ubuntu names compose v2 docker-compose-v2; Debian trixie and later docker-compose.
   if ! docker compose version >/dev/null 2>&1; then
+    apt_update_once  # apt-cache must know the archive's packages to tell which name exists
     if apt-cache show docker-compose-v2 >/dev/null 2>&1; then
       missing="$missing $(need_pkgs docker-compose-v2)"
     else
       missing="$missing $(need_pkgs docker-compose)"
     fi
   fi
-  missing=$(echo $missing)
+  # shellcheck disable=SC2086
+  missing=$(echo $missing)  # trim the joins' spaces
   if [ -n "$missing" ]; then
     apt_update_once
     # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null || log "could not install $missing; install buildx by hand"
+    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null || log "could not install $missing; install buildx and compose v2 by hand"
   fi
 fi
 

@@ -11,10 +11,14 @@ Fixtures:
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -44,26 +48,57 @@ def docker_compose_project_name() -> str:
 def s3_service_wheels() -> Path:
     """moto (the venv's version) and its dependencies as wheels for the service image, whose
     Python is Debian trixie's 3.13. The host's pip reaches PyPI; the image build then needs
-    nothing but Debian's archive."""
-    from importlib.metadata import version
-
+    nothing but Debian's archive. (Debian's own python3-moto, 5.1.1, lacks If-Match and
+    checksums on PutObject: 7 of these tests fail against it.)"""
     target = COMPOSE_FILE.parent / "s3" / "wheels"
     wanted = version("moto")
     if not list(target.glob(f"moto-{wanted}-*.whl")):
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", f"moto[server]=={wanted}",
-             "--python-version", "3.13", "--only-binary=:all:", "--dest", str(target),
-             "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-             "--platform", "manylinux_2_28_x86_64"],
-            check=True,
-        )  # fmt: skip
+        with tempfile.TemporaryDirectory() as download:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--quiet", f"moto[server]=={wanted}",
+                 "--python-version", "3.13", "--only-binary=:all:", "--dest", download,
+                 "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+                 "--platform", "manylinux_2_28_x86_64"],
+                check=True,
+            )  # fmt: skip
+            # Only one complete set in the build context (the image installs whichever moto it
+            # finds), and moto's wheel last: its presence is what marks the set complete.
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            wheels = sorted(Path(download).glob("*.whl"), key=lambda w: w.name.startswith("moto-"))
+            for wheel in wheels:
+                shutil.copyfile(wheel, target / wheel.name)
     return target
 
 
 @pytest.fixture(scope="session")
-def s3_server(s3_service_wheels: Path, docker_ip: str, docker_services: Services) -> S3Server:
+def s3_service_image(
+    s3_service_wheels: Path, docker_compose_command: str, docker_compose_file: str
+) -> None:
+    """Build the service image before docker_services starts it.
+
+    Compose labels an image it builds with the project's name; built under the per-run
+    project, every run would leave the previous image dangling. A fixed project name here
+    keeps the image identical, so a cached build re-tags nothing."""
+    subprocess.run(
+        [*shlex.split(docker_compose_command), "-f", docker_compose_file,
+         "-p", "farm-tests-build", "build", "--quiet", "s3"],
+        check=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def docker_setup(s3_service_image: None) -> list[str]:
+    """pytest-docker: `up` without --build (s3_service_image built it); --wait waits for
+    the compose healthcheck."""
+    return ["up --wait"]
+
+
+@pytest.fixture(scope="session")
+def s3_server(docker_ip: str, docker_services: Services) -> S3Server:
     """moto's S3 (behind the harness's write lock) as the compose service `s3`, started by
-    pytest-docker's docker_services and shared by the whole session."""
+    pytest-docker's docker_services and shared by the whole session; pytest-docker's
+    docker_cleanup (`down -v`) removes it at session end."""
     port = docker_services.port_for("s3", 5000)
     docker_services.wait_until_responsive(
         check=lambda: answers_http(port, host=docker_ip), timeout=120.0, pause=0.5

@@ -1,5 +1,6 @@
-"""The pieces of the S3 harness that are not fixtures: S3Server (a handle on a running server)
-and running_s3_server (starts `python -m tests.s3.server` as a child process).
+"""The pieces of the S3 harness that are not fixtures: S3Server (a handle on a running server),
+answers_http (the readiness probe) and running_s3_server (starts `python -m tests.s3.server` as
+a child process, for tests that need a server of their own).
 
 Kept apart from conftest_plugin so test modules can import them without importing the plugin
 module before pytest registers it (which would skip pytest's assertion rewriting there).
@@ -124,8 +125,8 @@ def answers_http(port: int, *, host: str = "127.0.0.1") -> bool:
 def running_s3_server(workdir: Path, *server_args: str) -> Iterator[S3Server]:
     """Run `python -m tests.s3.server` (plus `server_args`) until the with-block ends.
 
-    The s3_server fixture uses this; tests that need a server of their own (say, with
-    --race-window) can too. Its log is `workdir/server.log`.
+    For tests that need a server of their own (say, with --race-window); the shared s3_server
+    fixture is a compose service instead. Its log is `workdir/server.log`.
     """
     process, server = _start_server(workdir, server_args)
     try:

@@ -4,6 +4,8 @@ Run from the repo root:
 
     python -m tests.s3.server --port 0 --port-file PATH
 
+The s3 compose service (tests/services/) runs this module too, with --host 0.0.0.0.
+
 The actual port is written to PATH once the socket is listening (atomically, so a reader never
 sees a half-written file). SIGTERM/SIGINT stop the server cleanly.
 """
@@ -117,10 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.race_window > 0:
         widen_race_window(args.race_window)
 
-    try:
-        from moto.moto_server.werkzeug_app import MotoRequestHandler as handler
-    except ImportError:  # moto < 5.1.x (Debian's python3-moto in the service image)
-        from werkzeug.serving import WSGIRequestHandler as handler
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
 
     # MotoRequestHandler keeps headers with underscores (S3 metadata may have them).
     server = make_server(
@@ -128,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.port,
         build_app(write_lock=not args.no_write_lock),
         threaded=True,
-        request_handler=handler,
+        request_handler=MotoRequestHandler,
     )
     port = server.socket.getsockname()[1]
 
@@ -142,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # make_server has bound and listened already, so the port is live when the file appears.
     if args.port_file is not None:
         write_port_file(args.port_file, port)
-    print(f"moto S3 listening on http://{HOST}:{port}", flush=True)
+    print(f"moto S3 listening on http://{args.host}:{port}", flush=True)
     try:
         server.serve_forever()
     finally:
