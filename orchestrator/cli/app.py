@@ -3,6 +3,7 @@ output layout), timestamped progress lines, and the publish-target options."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,7 +76,7 @@ def publish_options(command: F) -> F:
                      help="Replace a published archive whose sha256 differs (recorded)."),
         click.option("--dry-run", is_flag=True,
                      help="Print every key it would write; write nothing."),
-        click.option("--sweep-after", type=click.FloatRange(min=0), default=6.0,
+        click.option("--sweep-after", type=FiniteRange(min=0, max=24 * 365), default=6.0,
                      show_default=True, metavar="HOURS",
                      help="Remove what killed publishers left (temp files, unfinished "
                      "multipart uploads of python-* keys) once older than this."),
@@ -85,12 +86,25 @@ def publish_options(command: F) -> F:
     return command
 
 
+class FiniteRange(click.FloatRange):
+    """A FloatRange that also refuses nan (which compares false with every bound, so slips
+    through FloatRange) and needs an upper bound: 1e300 GB of memory is a typo, not a limit."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if isinstance(number, float) and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def timeout_option(command: F) -> F:
     """--timeout, shared by `build` and `nightly`."""
     return click.option(
         "--timeout",
         "timeout_minutes",
-        type=click.FloatRange(min=1, max=7 * 24 * 60),
+        type=FiniteRange(min=1, max=7 * 24 * 60),
         metavar="MINUTES",
         help="Kill a cell's build container after this long and fail the cell "
         "(default: the profile's timeout_minutes in matrix.yaml).",

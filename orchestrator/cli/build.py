@@ -11,6 +11,7 @@ import click
 from orchestrator.cli.app import (
     DEFAULT_CELL,
     Context,
+    FiniteRange,
     cell_progress,
     cli,
     pass_context,
@@ -31,8 +32,10 @@ from orchestrator.cli.publish import publish_cells
     show_default="number of cores",
     help="make -j inside the container.",
 )
-@click.option("--cpus", type=click.FloatRange(min=0.1), help="CPU limit for the container.")
-@click.option("--memory", "memory_gb", type=click.FloatRange(min=0.5), help="Memory limit, GB.")
+@click.option("--cpus", type=FiniteRange(min=0.1, max=1024), help="CPU limit for the container.")
+@click.option(
+    "--memory", "memory_gb", type=FiniteRange(min=0.5, max=64 * 1024), help="Memory limit, GB."
+)
 @timeout_option
 @click.option(
     "--extra-ca",

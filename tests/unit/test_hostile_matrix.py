@@ -142,3 +142,17 @@ def test_unbounded_matrix_files_are_refused(
     code = main(["--matrix", str(path), "plan"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(path) in err[0], err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--memory", "nan"], ["--memory", "inf"], ["--memory", "1e300"], ["--cpus", "nan"],
+     ["--timeout", "nan"], ["--timeout", "-1"]],
+)  # fmt: skip
+def test_resource_flags_must_be_finite_and_bounded(
+    flags: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Finding 9: `build --memory nan|inf|1e300` got past FloatRange into the engine call.
+    code = main(["--out", str(tmp_path), "build", "3.13.5-debian-12-amd64", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and flags[0] in err and "Traceback" not in err, err
