@@ -33,7 +33,7 @@ from orchestrator.publish.store import sha256_hex
 from orchestrator.sources.bundled import bundled_components
 from orchestrator.sources.fetch import FetchedSource, fetch_source
 from orchestrator.sources.signatures import policy_for
-from orchestrator.verify import VerificationReport, raise_for_failures, verify_archive
+from orchestrator.verify.runtime import VerificationReport, raise_for_failures, verify_archive
 
 Progress = Callable[[str], None]
 

@@ -23,7 +23,7 @@ from typing import Any
 from benchlib import BENCH_OUT, BuiltRuntime, built_runtime, machine, run_image, write_section
 
 from orchestrator.archive import pack_tree
-from orchestrator.reproduce import Member, compare_members, read_members
+from orchestrator.verify.reproduce import Member, compare_members, read_members
 
 CELL = "3.13.5-debian-12-amd64"
 STACK, ARCH = "debian-12", "amd64"

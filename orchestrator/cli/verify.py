@@ -51,7 +51,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
     from orchestrator.engine import connect
     from orchestrator.images import ensure_image, plan_image
     from orchestrator.matrix import Arch
-    from orchestrator.verify import (
+    from orchestrator.verify.runtime import (
         load_metadata,
         raise_for_failures,
         summary_lines,
@@ -104,7 +104,7 @@ def _rebuild_and_compare(
     from orchestrator.build import BuildOptions, build_cell
     from orchestrator.engine import connect
     from orchestrator.layout import Layout
-    from orchestrator.reproduce import compare_archives
+    from orchestrator.verify.reproduce import compare_archives
 
     matrix = context.matrix
     cell = matrix.cell(record["cell"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.reproduce import compare_archives
+from orchestrator.verify.reproduce import compare_archives
 from tests.integration.support import E2E_CELL, E2EBuild, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

@@ -19,7 +19,7 @@ from docker import DockerClient
 
 from orchestrator.archive import pack_tree
 from orchestrator.errors import VerificationError
-from orchestrator.verify import (
+from orchestrator.verify.runtime import (
     VerificationReport,
     leftover_verify_containers,
     raise_for_failures,

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from orchestrator.archive import pack_tree
-from orchestrator.reproduce import compare_archives
+from orchestrator.verify.reproduce import compare_archives
 
 
 def _tree(root: Path, content: bytes) -> Path:

@@ -10,11 +10,11 @@ from typing import Any
 import docker.errors
 import pytest
 
-from orchestrator import verify
-from orchestrator.elfaudit import ArchiveScan, ElfInfo
 from orchestrator.errors import DockerError, VerificationError
 from orchestrator.matrix import Arch
-from orchestrator.verify import (
+from orchestrator.verify import runtime as verify
+from orchestrator.verify.elfaudit import ArchiveScan, ElfInfo
+from orchestrator.verify.runtime import (
     CheckResult,
     VerificationReport,
     audit_checks,

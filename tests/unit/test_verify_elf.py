@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.archive import pack_tree
-from orchestrator.elfaudit import scan_archive
 from orchestrator.errors import VerificationError
 from orchestrator.matrix import Arch
-from orchestrator.verify import CheckResult, audit_checks
+from orchestrator.verify.elfaudit import scan_archive
+from orchestrator.verify.runtime import CheckResult, audit_checks
 
 HOST_ARCH = {"x86_64": Arch.AMD64, "aarch64": Arch.ARM64}.get(platform.machine())
 

@@ -2,7 +2,7 @@
 
 Three vantage points, every check reported by name:
 
-1. On the host, without Docker: the archive's members and ELF files (orchestrator/elfaudit.py):
+1. On the host, without Docker: the archive's members and ELF files (verify/elfaudit.py):
    checksum, layout, no static libraries, the right machine, stripped, and no rpath but
    `$ORIGIN/../lib` on the executable; members that still name the build directory are
    reported as warnings.
@@ -44,10 +44,10 @@ from orchestrator.cellbuild import (
     owner,
     remove_container,
 )
-from orchestrator.elfaudit import ArchiveScan, ElfInfo, scan_archive
 from orchestrator.errors import DockerError, PackagingError, VerificationError
 from orchestrator.matrix import Arch
 from orchestrator.sandbox import confinement, sandbox_user
+from orchestrator.verify.elfaudit import ArchiveScan, ElfInfo, scan_archive
 
 VERIFY_SCRIPT = "verify-runtime.sh"
 ARCHIVE_IN_CONTAINER = "/farm/archive.tar.zst"

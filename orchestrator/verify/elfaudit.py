@@ -1,6 +1,6 @@
 """Read a runtime archive on the host: its members, ELF linkage, and build-host leftovers.
 
-This module only gathers facts; orchestrator/verify.py judges them. The archive is streamed
+This module only gathers facts; orchestrator/verify/runtime.py judges them. The archive is streamed
 (zstd -> tar, one member at a time); an ELF member is spooled to a temporary file because
 pyelftools needs to seek, so memory stays bounded whatever the archive holds.
 """
