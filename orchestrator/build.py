@@ -134,6 +134,7 @@ def build_cell(
         cell.python,
         mirrors=matrix.model.sources.mirrors,
         cache_dir=matrix.source_cache,
+        deadline=matrix.model.sources.download_deadline_seconds,
         progress=progress,
         signatures=policy_for(
             matrix.model.signatures, root=matrix.root, version=cell.python.parsed

@@ -21,6 +21,7 @@ class DebianPackage:
     version: str  # Debian's, e.g. 3.13.18-1 or 3.15.0~rc1-1
     orig_sha256: str
     orig_ext: str = "tar.xz"
+    orig_size: int = 23243936
     with_asc: bool = False
 
 
@@ -34,7 +35,7 @@ def sources_stanza(pkg: DebianPackage) -> str:
             3704,
             f"{pkg.package}_{pkg.version}.dsc",
         ),
-        (pkg.orig_sha256, 23243936, orig),
+        (pkg.orig_sha256, pkg.orig_size, orig),
     ]
     if pkg.with_asc:
         files.append((hashlib.sha256(orig.encode()).hexdigest(), 833, f"{orig}.asc"))
@@ -112,6 +113,7 @@ class PythonOrgRelease:
     version: str
     xz_sha256: str  # "" as the API answers for files published before sha256_sum existed
     tgz_sha256: str = ""
+    filesize: int = 23243936  # 0: what the API answers when the size is unknown
     rid: int = 0
     signed_with: str = "sigstore"  # "sigstore", "openpgp+sigstore" or "" (nothing)
 
@@ -151,7 +153,7 @@ def python_org_api(releases: Sequence[PythonOrgRelease]) -> dict[str, bytes]:
                  "os": f"{API}/os/3/", "release": f"{API}/release/{rid}/", "description": "",
                  "is_source": True, "url": url,
                  "gpg_signature_file": f"{url}.asc" if "openpgp" in release.signed_with else "",
-                 "md5_sum": "", "sha256_sum": sha, "filesize": 23243936,
+                 "md5_sum": "", "sha256_sum": sha, "filesize": release.filesize,
                  "download_button": ext == "tar.xz",
                  "resource_uri": f"{API}/release_file/{rid * 10 + fid}/",
                  "sigstore_signature_file": f"{url}.sig" if sigstore else "",

@@ -41,6 +41,7 @@ def fetch(context: Context, versions: tuple[str, ...]) -> None:
             known[version],
             mirrors=matrix.model.sources.mirrors,
             cache_dir=matrix.source_cache,
+            deadline=matrix.model.sources.download_deadline_seconds,
             progress=progress,
             signatures=policy_for(
                 matrix.model.signatures, root=matrix.root, version=known[version].parsed

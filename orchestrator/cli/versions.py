@@ -71,7 +71,8 @@ def versions(
 
     \b
     --update adds, for each tracked minor that is stale (or each --minor), the newest
-    published patch with the feed's sha256 and a provenance comment. Existing pins are
+    published patch with the feed's sha256, its size when a feed states one, and a
+    provenance comment. Existing pins are
     never changed; older ones stay unless --drop-old.
     """
     from orchestrator.matrix.editor import NewPin, update_pins
@@ -144,6 +145,7 @@ def versions(
         NewPin(
             version=release.version,
             sha256=release.sha256,
+            size=release.size,
             filename=None
             if release.filename == f"Python-{release.version}.tar.xz"
             else release.filename,
@@ -154,7 +156,8 @@ def versions(
     ]
     update_pins(matrix.path, add=pins, drop=plan.drop)
     for release in plan.add:
-        click.echo(f"added   {release.version}  sha256 {release.sha256}  ({release.feed})")
+        size = f"  {release.size} bytes" if release.size is not None else ""
+        click.echo(f"added   {release.version}  sha256 {release.sha256}{size}  ({release.feed})")
     for version in plan.drop:
         click.echo(f"dropped {version}")
     context.reload_matrix()

@@ -29,6 +29,7 @@ class NewPin:
     version: str
     sha256: str
     filename: str | None  # None: upstream's default name, Python-{version}.tar.xz
+    size: int | None = None  # bytes, when the feed states it
     comment: str  # provenance, written on the line above the entry
 
 
@@ -121,6 +122,8 @@ def edited_text(text: str, *, add: Sequence[NewPin], drop: Sequence[str]) -> str
         if pin.filename is not None:
             entry["filename"] = pin.filename
         entry["sha256"] = pin.sha256
+        if pin.size is not None:
+            entry["size"] = pin.size
         # Keep versions ascending: after the last pin that is older.
         position = sum(
             1 for item in pythons if Version(str(item["version"])) < Version(pin.version)

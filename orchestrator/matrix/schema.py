@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -288,6 +289,15 @@ ReleaseFeedSettings = Annotated[
 ]
 
 
+# ~25 MB tarballs: ten minutes is ~40 KB/s, slower than any mirror worth waiting for.
+DEFAULT_DOWNLOAD_DEADLINE_SECONDS = 600.0
+# One S3 operation, retries included: no retry starts after it. An endpoint that accepts and
+# never answers costs one read timeout (at most this long), then one clear error.
+DEFAULT_S3_DEADLINE_SECONDS = 60.0
+# Bound on a pinned size: CPython's tarballs are ~20-30 MB.
+MAX_TARBALL_BYTES = 1024**3
+
+
 class SourceSettings(_Strict):
     cache_dir: WritableDir = Field(
         default=Path(".cache/sources"),
@@ -295,6 +305,13 @@ class SourceSettings(_Strict):
         "directory outside the system's",
     )
     mirrors: list[NonEmpty] = Field(min_length=1)
+    download_deadline_seconds: float = Field(
+        default=DEFAULT_DOWNLOAD_DEADLINE_SECONDS,
+        gt=0,
+        le=24 * 3600,
+        description="give up on a mirror when one download of a tarball takes longer than "
+        "this in total (the per-read timeout alone lets a server drip bytes forever)",
+    )
     release_feeds: list[ReleaseFeedSettings] = Field(
         default_factory=list, description="where `orchestrator versions` learns of releases"
     )
@@ -410,11 +427,24 @@ class PublishSettings(_Strict):
         default=None,
         description="store used when no bucket is configured; default OUT/publish",
     )
+    deadline_seconds: float = Field(
+        default=DEFAULT_S3_DEADLINE_SECONDS,
+        gt=0,
+        le=24 * 3600,
+        description="give up on one S3 operation (all its retries included) after this long",
+    )
 
 
 class PythonSource(_Strict):
     version: str
     sha256: Sha256
+    # Optional so older matrices load; without it downloads stop at UNPINNED_SIZE_CAP.
+    size: StrictInt | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TARBALL_BYTES,
+        description="upstream tarball's size in bytes: a download stops as soon as it exceeds it",
+    )
     filename: str | None = Field(default=None, description="default: Python-{version}.tar.xz")
 
     @field_validator("version")

@@ -2,7 +2,9 @@
 
 Mirrors are tried in the order matrix.yaml lists them. Whatever a mirror serves is hashed while
 it streams into a temporary file next to the cache entry; only a file whose sha256 equals the pin
-is renamed into place, so the cache never holds a wrong or half-written tarball.
+is renamed into place, so the cache never holds a wrong or half-written tarball. Reading stops
+as soon as a mirror sends more than the pinned size (UNPINNED_SIZE_CAP when no size is pinned)
+or takes longer than the download deadline; the next mirror is then tried.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +30,14 @@ from tenacity import (
 from orchestrator.errors import SignatureError, SourceError
 from orchestrator.fsutil import fsync_dir
 from orchestrator.matrix import PythonSource
-from orchestrator.sources.http import CHUNK_SIZE, TransferFailed, stream_url
+from orchestrator.matrix.schema import DEFAULT_DOWNLOAD_DEADLINE_SECONDS
+from orchestrator.sources.http import (
+    CHUNK_SIZE,
+    DeadlineExceeded,
+    TooLarge,
+    TransferFailed,
+    stream_url,
+)
 from orchestrator.sources.signatures import SignaturePolicy, SourceProof, prove_source
 
 # Transient failures get a few quick retries on the same mirror; the budget stops a mirror that
@@ -36,7 +46,26 @@ RETRY_ATTEMPTS = 3
 RETRY_BUDGET_SECONDS = 5.0
 RETRY_WAIT = wait_exponential(multiplier=0.25, min=0.25, max=2.0)
 
+# With no size pinned, no tarball may be larger than this: CPython's are ~20-30 MB.
+UNPINNED_SIZE_CAP = 256 * 1024 * 1024
+
 Progress = Callable[[str], None]
+
+
+def size_limit(python: PythonSource) -> int:
+    """The most bytes a download of `python`'s tarball may have."""
+    return python.size if python.size is not None else UNPINNED_SIZE_CAP
+
+
+def _too_large(python: PythonSource, url: str, exc: TooLarge) -> str:
+    """One line naming the mirror and the sizes."""
+    if python.size is not None:
+        what = f"the pinned size of {python.size} bytes"
+    else:
+        what = f"the {UNPINNED_SIZE_CAP} byte cap for a tarball with no pinned size"
+    if exc.announced is not None:
+        return f"{url}: announces {exc.announced} bytes, more than {what}; not read"
+    return f"{url}: sent more than {what}; stopped reading after {exc.received} bytes"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,10 +136,20 @@ class _Mismatch:
     size: int
 
 
-def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | _Mismatch:
-    """One attempt: stream `url` next to `final`; rename into place only if the hash matches.
+def _download(
+    url: str,
+    *,
+    final: Path,
+    expected: str,
+    expected_size: int | None,
+    timeout: float,
+    deadline: float,
+) -> int | _Mismatch:
+    """One attempt: stream `url` next to `final`; rename into place only if the hash (and the
+    pinned size) match.
 
-    Returns the size on success, a _Mismatch when the mirror served other bytes.
+    Returns the size on success, a _Mismatch when the mirror served other bytes. A mirror
+    sending too much or too slowly raises TransferFailed; the .part file is removed.
     """
     try:
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.part-")
@@ -119,8 +158,11 @@ def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | 
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            actual, size = stream_url(url, out, timeout=timeout, dest=tmp)
-            if actual != expected:
+            limit = expected_size if expected_size is not None else UNPINNED_SIZE_CAP
+            actual, size = stream_url(
+                url, out, timeout=timeout, dest=tmp, limit=limit, deadline=deadline
+            )
+            if actual != expected or (expected_size is not None and size != expected_size):
                 tmp.unlink(missing_ok=True)
                 return _Mismatch(actual=actual, size=size)
             out.flush()
@@ -139,7 +181,14 @@ def _download(url: str, *, final: Path, expected: str, timeout: float) -> int | 
 
 
 def _download_with_retries(
-    url: str, *, final: Path, expected: str, timeout: float, progress: Progress
+    url: str,
+    *,
+    final: Path,
+    expected: str,
+    expected_size: int | None,
+    timeout: float,
+    deadline: float,
+    progress: Progress,
 ) -> int | _Mismatch:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -158,7 +207,13 @@ def _download_with_retries(
         reraise=True,
     )
     result: int | _Mismatch = retrying(
-        _download, url, final=final, expected=expected, timeout=timeout
+        _download,
+        url,
+        final=final,
+        expected=expected,
+        expected_size=expected_size,
+        timeout=timeout,
+        deadline=deadline,
     )
     return result
 
@@ -166,14 +221,27 @@ def _download_with_retries(
 # --- all mirrors -----------------------------------------------------------------------------
 
 
-def _reuse_cached(final: Path, expected: str, progress: Progress) -> FetchedSource | None:
-    if not final.exists():  # a dangling symlink counts as absent; os.replace overwrites it
+def _reuse_cached(
+    final: Path, expected: str, limit: int, pinned_size: int | None, progress: Progress
+) -> FetchedSource | None:
+    try:
+        info = final.stat()
+    except FileNotFoundError:  # a dangling symlink counts as absent; os.replace overwrites it
         return None
-    if final.is_dir():
+    except OSError as exc:
+        raise SourceError(f"cannot read {final}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        # Hashing a fifo blocks and /dev/zero never ends: only a regular file is read.
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
         raise SourceError(
-            f"{final} is a directory, expected the source tarball",
+            f"{final} is {kind}, expected the source tarball",
             hint="remove it; the tarball will be fetched again",
         )
+    if info.st_size > limit or (pinned_size is not None and info.st_size != pinned_size):
+        want = f"the pinned {pinned_size}" if pinned_size is not None else f"at most {limit}"
+        progress(f"cached {final} has {info.st_size} bytes, expected {want}; fetching again")
+        final.unlink(missing_ok=True)
+        return None
     try:
         digest = verify_file(final, expected)
     except SourceChecksumError as exc:
@@ -195,18 +263,25 @@ def fetch_source(
     cache_dir: Path,
     progress: Progress | None = None,
     timeout: float = 30.0,
+    deadline: float = DEFAULT_DOWNLOAD_DEADLINE_SECONDS,
     signatures: SignaturePolicy | None = None,
 ) -> FetchedSource:
     """Return `python`'s tarball in `cache_dir`, verified against its sha256 pin and, with a
     `signatures` policy, against upstream's signatures (see orchestrator.sources.signatures).
 
     A verified cached copy is reused without touching the network; otherwise each mirror is
-    tried in order until one serves bytes with the pinned hash. Raises SourceError naming the
-    reason per mirror when none does, SignatureError when a signature is bad (the tarball is
-    then removed from the cache: nothing unproven is kept).
+    tried in order until one serves bytes with the pinned hash and size; a mirror is given up
+    after `deadline` seconds for one download (`timeout` bounds each read). Raises SourceError
+    naming the reason per mirror when none does, SignatureError when a signature is bad (the
+    tarball is then removed from the cache: nothing unproven is kept).
     """
     fetched = _fetch_pinned(
-        python, mirrors=mirrors, cache_dir=cache_dir, progress=progress, timeout=timeout
+        python,
+        mirrors=mirrors,
+        cache_dir=cache_dir,
+        progress=progress,
+        timeout=timeout,
+        deadline=deadline,
     )
     if signatures is None:
         return fetched
@@ -232,6 +307,7 @@ def _fetch_pinned(
     cache_dir: Path,
     progress: Progress | None,
     timeout: float,
+    deadline: float,
 ) -> FetchedSource:
     report: Progress = progress or (lambda _line: None)
     expected = python.sha256.lower()
@@ -248,25 +324,48 @@ def _fetch_pinned(
             hint="fix pythons[].filename in matrix.yaml",
         )
 
-    cached = _reuse_cached(final, expected, report)
+    cached = _reuse_cached(final, expected, size_limit(python), python.size, report)
     if cached is not None:
         return cached
 
     failures: list[str] = []
-    mismatches = 0
+    mismatches = oversized = 0
     for url in mirror_urls(python, mirrors):
         report(f"fetching {url}")
         try:
             outcome = _download_with_retries(
-                url, final=final, expected=expected, timeout=timeout, progress=report
+                url,
+                final=final,
+                expected=expected,
+                expected_size=python.size,
+                timeout=timeout,
+                deadline=deadline,
+                progress=report,
             )
+        except TooLarge as exc:
+            oversized += 1
+            line = _too_large(python, url, exc)
+            report(f"{line} (discarded)")
+            failures.append(line)
+            continue
+        except DeadlineExceeded as exc:
+            line = (
+                f"{url}: still sending after the {exc.deadline:g}s download deadline "
+                f"(sources.download_deadline_seconds); stopped after {exc.received} bytes"
+            )
+            report(f"{line} (discarded)")
+            failures.append(line)
+            continue
         except TransferFailed as exc:
             report(f"{url}: {exc.reason}")
             failures.append(f"{url}: {exc.reason}")
             continue
         if isinstance(outcome, _Mismatch):
             mismatches += 1
-            line = f"sha256 mismatch at {url}: got {outcome.actual}, expected {expected}"
+            if outcome.actual != expected:
+                line = f"sha256 mismatch at {url}: got {outcome.actual}, expected {expected}"
+            else:
+                line = f"size mismatch at {url}: got {outcome.size} bytes, pinned {python.size}"
             report(f"{line} ({outcome.size} bytes, discarded)")
             failures.append(line)
             continue
@@ -275,11 +374,11 @@ def _fetch_pinned(
             path=final, sha256=expected, size=outcome, url=url, proof=SourceProof(sha256=expected)
         )
 
-    raise _all_failed(python, failures, mismatches, final)
+    raise _all_failed(python, failures, mismatches, oversized, final)
 
 
 def _all_failed(
-    python: PythonSource, failures: list[str], mismatches: int, final: Path
+    python: PythonSource, failures: list[str], mismatches: int, oversized: int, final: Path
 ) -> SourceError:
     if not failures:
         return SourceError(
@@ -294,5 +393,11 @@ def _all_failed(
         hint = (
             f"check the sha256 pinned for {python.version} in matrix.yaml against python.org; "
             "if the pin is right, a mirror is serving a different (possibly tampered) file. " + hint
+        )
+    elif oversized:
+        what += f" ({oversized} mirror(s) sent more than the pinned size; nothing was cached)"
+        hint = (
+            f"check the size pinned for {python.version} in matrix.yaml against upstream's; "
+            "if it is right, a mirror is serving a different file. " + hint
         )
     return SourceError(f"{what}: " + "; ".join(failures), hint=hint)

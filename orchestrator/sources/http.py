@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import socket
 import ssl
+import stat
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +34,33 @@ class TransferFailed(Exception):
         self.reason = reason
         self.retryable = retryable
         self.truncated = truncated  # the server answered, but the body ended early
+
+
+class TooLarge(TransferFailed):
+    """The body is longer than the caller's limit; reading stopped there (never retried)."""
+
+    def __init__(self, *, limit: int, received: int, announced: int | None = None) -> None:
+        if announced is not None:
+            reason = f"announces {announced} bytes, more than {limit}; not read"
+        else:
+            reason = f"sent more than {limit} bytes; stopped after {received}"
+        super().__init__(reason, retryable=False)
+        self.limit = limit
+        self.received = received
+        self.announced = announced
+
+
+class DeadlineExceeded(TransferFailed):
+    """The whole transfer took longer than its deadline (never retried: the next server is a
+    better bet than the same slow one)."""
+
+    def __init__(self, *, deadline: float, received: int) -> None:
+        super().__init__(
+            f"still sending after the {deadline:g}s deadline; stopped after {received} bytes",
+            retryable=False,
+        )
+        self.deadline = deadline
+        self.received = received
 
 
 def classify(exc: BaseException, timeout: float) -> TransferFailed:
@@ -60,7 +92,35 @@ def classify(exc: BaseException, timeout: float) -> TransferFailed:
     return TransferFailed(str(exc) or type(exc).__name__, retryable=False)
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a fifo"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_local_file(url: str) -> None:
+    """A file:// URL must name a regular file: /dev/zero never ends, and opening a fifo blocks
+    until someone writes to it. Checked before urllib opens it (symlinks followed, as the open
+    would); the size limit and deadline still bound whatever is swapped in after this."""
+    path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise TransferFailed("no such file", retryable=False) from None
+    except OSError as exc:
+        raise TransferFailed(exc.strerror or str(exc), retryable=False) from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+        raise TransferFailed(f"{path} is {kind}, not a regular file; refusing to read it",
+                             retryable=False)  # fmt: skip
+
+
 def _open(url: str, timeout: float, accept: str | None = None) -> http.client.HTTPResponse:
+    if url.lower().startswith("file:"):
+        check_local_file(url)
     headers = {"User-Agent": USER_AGENT}
     if accept:
         headers["Accept"] = accept
@@ -75,49 +135,92 @@ def _open(url: str, timeout: float, accept: str | None = None) -> http.client.HT
     return response
 
 
-def stream_url(url: str, out: BinaryIO, *, timeout: float, dest: Path) -> tuple[str, int]:
-    """Copy `url` into `out` (a file for `dest`), returning (sha256, size)."""
-    response = _open(url, timeout)
-    digest = hashlib.sha256()
+def _announced(response: http.client.HTTPResponse) -> int | None:
+    value = response.headers.get("Content-Length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _copy_body(
+    response: http.client.HTTPResponse,
+    sink: Callable[[bytes], None],
+    *,
+    timeout: float,
+    limit: int,
+    deadline: float,
+    started: float,
+) -> int:
+    """Feed the body to `sink`; stop with TooLarge past `limit` bytes, DeadlineExceeded when
+    `deadline` seconds have passed since `started`. Returns the size.
+
+    read1 returns what one recv brought: read() would loop until its whole chunk arrived, so a
+    server dripping a byte per (timeout - 1) seconds would never be noticed. The deadline is
+    checked between reads, so it can be overrun by at most one read timeout."""
+    announced = _announced(response)
+    if announced is not None and announced > limit:
+        raise TooLarge(limit=limit, received=0, announced=announced)
     size = 0
-    with response:
-        announced = response.headers.get("Content-Length")
-        while True:
-            try:
-                chunk = response.read(CHUNK_SIZE)
-            except (OSError, http.client.HTTPException) as exc:
-                raise classify(exc, timeout) from None
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
-            try:
-                out.write(chunk)
-            except OSError as exc:
-                raise SourceError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    while True:
+        if time.monotonic() - started > deadline:
+            raise DeadlineExceeded(deadline=deadline, received=size)
+        try:
+            # One byte past the limit is enough to know it was exceeded.
+            chunk = response.read1(min(CHUNK_SIZE, limit - size + 1))
+        except (OSError, http.client.HTTPException) as exc:
+            raise classify(exc, timeout) from None
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(limit=limit, received=size)
+        sink(chunk)
     # http.client ends a short body silently; call it a dropped connection, not bad content.
-    if announced is not None and announced.isdigit() and size < int(announced):
+    if announced is not None and size < announced:
         raise TransferFailed(
-            f"connection dropped after {size} of {announced} bytes", retryable=True
+            f"connection dropped after {size} of {announced} bytes",
+            retryable=True,
+            truncated=True,
+        )
+    return size
+
+
+def stream_url(
+    url: str, out: BinaryIO, *, timeout: float, dest: Path, limit: int, deadline: float
+) -> tuple[str, int]:
+    """Copy `url` into `out` (a file for `dest`), returning (sha256, size). At most `limit`
+    bytes are written (TooLarge beyond), within `deadline` seconds (DeadlineExceeded)."""
+    started = time.monotonic()
+    digest = hashlib.sha256()
+
+    def sink(chunk: bytes) -> None:
+        digest.update(chunk)
+        try:
+            out.write(chunk)
+        except OSError as exc:
+            raise SourceError(f"cannot write {dest}: {exc.strerror or exc}") from None
+
+    response = _open(url, min(timeout, deadline), None)
+    with response:
+        size = _copy_body(
+            response, sink, timeout=timeout, limit=limit, deadline=deadline, started=started
         )
     return digest.hexdigest(), size
 
 
-def read_url(url: str, *, timeout: float, limit: int, accept: str | None = None) -> bytes:
+def read_url(
+    url: str, *, timeout: float, limit: int, accept: str | None = None, deadline: float = 600.0
+) -> bytes:
     """The whole body of a small document (an API page, a signature), at most `limit` bytes."""
-    response = _open(url, timeout, accept)
+    started = time.monotonic()
+    parts: list[bytes] = []
+    response = _open(url, min(timeout, deadline), accept)
     with response:
-        announced = response.headers.get("Content-Length")
         try:
-            body = response.read(limit + 1)
-        except (OSError, http.client.HTTPException) as exc:
-            raise classify(exc, timeout) from None
-    if len(body) > limit:
-        raise TransferFailed(f"larger than {limit} bytes; refusing to read it", retryable=False)
-    if announced is not None and announced.isdigit() and len(body) < int(announced):
-        raise TransferFailed(
-            f"connection dropped after {len(body)} of {announced} bytes",
-            retryable=True,
-            truncated=True,
-        )
-    return body
+            _copy_body(
+                response, parts.append, timeout=timeout, limit=limit, deadline=deadline,
+                started=started,
+            )  # fmt: skip
+        except TooLarge:
+            raise TransferFailed(
+                f"larger than {limit} bytes; refusing to read it", retryable=False
+            ) from None
+    return b"".join(parts)

@@ -8,6 +8,7 @@ plan_update-> the pins `versions --update` adds (and, with drop_old, removes)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Callable, Iterable, Sequence
@@ -86,32 +87,49 @@ class ReleaseIndex:
 
 
 def merge(reports: Iterable[FeedReport]) -> ReleaseIndex:
-    """One index of all releases. Two feeds stating different hashes for one file stop here."""
+    """One index of all releases. Two feeds stating different hashes (or sizes) for one file
+    stop here. A size only a later feed states is kept, beside the first feed's hash."""
     index = ReleaseIndex()
     for report in reports:
         for release in report.releases:
             known = index.find(release.version, release.filename)
-            if known is not None and known.sha256 != release.sha256:
-                raise FeedError(
-                    f"feeds disagree on {release.filename}: {known.feed} says {known.sha256} "
-                    f"({known.origin}), {release.feed} says {release.sha256} ({release.origin})",
-                    hint="one of them is wrong or tampered with; nothing was changed. Check "
-                    "upstream's signature before trusting either",
-                )
             if known is None:
                 index.by_version.setdefault(release.version, []).append(release)
+                continue
+            for what, mine, theirs in (
+                ("sha256", known.sha256, release.sha256),
+                ("size", known.size, release.size),
+            ):
+                if mine is not None and theirs is not None and mine != theirs:
+                    raise FeedError(
+                        f"feeds disagree on {release.filename}'s {what}: {known.feed} says "
+                        f"{mine} ({known.origin}), {release.feed} says {theirs} "
+                        f"({release.origin})",
+                        hint="one of them is wrong or tampered with; nothing was changed. Check "
+                        "upstream's signature before trusting either",
+                    )
+            if known.size is None and release.size is not None:
+                releases = index.by_version[release.version]
+                releases[releases.index(known)] = dataclasses.replace(known, size=release.size)
     return index
 
 
 def pin_conflicts(pythons: Iterable[PythonSource], index: ReleaseIndex) -> list[str]:
-    """Pins whose sha256 differs from what a feed publishes for the same file."""
+    """Pins whose sha256 (or size) differs from what a feed publishes for the same file."""
     problems: list[str] = []
     for python in pythons:
         release = index.find(python.version, python.tarball)
-        if release is not None and release.sha256 != python.sha256:
+        if release is None:
+            continue
+        if release.sha256 != python.sha256:
             problems.append(
                 f"matrix.yaml pins {python.tarball} as {python.sha256}, but {release.feed} "
                 f"publishes {release.sha256} ({release.origin})"
+            )
+        elif None not in (python.size, release.size) and python.size != release.size:
+            problems.append(
+                f"matrix.yaml pins {python.tarball} as {python.size} bytes, but {release.feed} "
+                f"publishes {release.size} ({release.origin})"
             )
     return problems
 
@@ -136,6 +154,7 @@ class MinorRow:
             "newest": self.newest,
             "newest_filename": self.newest_release.filename if self.newest_release else None,
             "newest_sha256": self.newest_release.sha256 if self.newest_release else None,
+            "newest_size": self.newest_release.size if self.newest_release else None,
             "feed": self.feed,
             "status": self.status.value,
             "end_of_life": self.end_of_life.isoformat() if self.end_of_life else None,

@@ -40,9 +40,10 @@ def test_versions_finds_newer_313_in_debians_real_index() -> None:
     with urllib.request.urlopen(SID_SOURCES, timeout=120) as response:
         text = lzma.decompress(response.read()).decode()
     orig = f"python3.13_{row['newest']}.orig.tar.xz"
-    listed = re.search(rf"^ ([0-9a-f]{{64}}) \d+ {re.escape(orig)}$", text, re.MULTILINE)
+    listed = re.search(rf"^ ([0-9a-f]{{64}}) (\d+) {re.escape(orig)}$", text, re.MULTILINE)
     assert listed is not None, f"{orig} not in {SID_SOURCES}"
     assert row["newest_sha256"] == listed.group(1)
+    assert row["newest_size"] == int(listed.group(2))
     debian = next(f for f in report["feeds"] if f["name"] == "debian-sid")
     assert debian["unavailable"] is None and debian["releases"] > 0
 
@@ -136,7 +137,10 @@ def test_discovery_and_update_keep_the_matrix_intact(
     matrix = project_copy / "matrix.yaml"
     before = _with_feeds(matrix, f"    - kind: python.org\n      url: {base}\n")
     nxt = _next_patches(matrix)
-    releases = [PythonOrgRelease(version=v, xz_sha256=_sha(v), tgz_sha256=_sha(v + "tgz"))
+    # A size per release, as python.org's `filesize` states it (bytes).
+    sizes = {v: 20_000_000 + i for i, v in enumerate(nxt.values())}
+    releases = [PythonOrgRelease(version=v, xz_sha256=_sha(v), tgz_sha256=_sha(v + "tgz"),
+                                 filesize=sizes[v])
                 for v in nxt.values()]  # fmt: skip
     releases += [
         PythonOrgRelease(version="3.99.0a1", xz_sha256=_sha("3.99.0a1")),
@@ -150,6 +154,7 @@ def test_discovery_and_update_keep_the_matrix_intact(
     for minor, version in nxt.items():
         assert (rows[minor]["newest"], rows[minor]["status"]) == (version, "stale")
         assert rows[minor]["newest_sha256"] == _sha(version)
+        assert rows[minor]["newest_size"] == sizes[version]
     assert rows["3.99"]["status"] == "prerelease"
     assert "3.98" not in rows  # no sha256 published: not a release the farm can pin
     assert matrix.read_text() == before  # reporting writes nothing
@@ -160,10 +165,11 @@ def test_discovery_and_update_keep_the_matrix_intact(
     diff = list(difflib.ndiff(before.splitlines(True), after.splitlines(True)))
     assert [line for line in diff if line.startswith("- ")] == []
     added = [line[2:] for line in diff if line.startswith("+ ")]
-    assert len(added) == 3 * len(nxt)  # provenance comment, version, sha256 per new pin
+    assert len(added) == 4 * len(nxt)  # provenance comment, version, sha256, size per new pin
     for version in nxt.values():
         assert f'  - version: "{version}"\n' in added
         assert f"    sha256: {_sha(version)}\n" in added
+        assert f"    size: {sizes[version]}\n" in added
         assert any(
             line.startswith(f"  # {version} from release feed python.org:") for line in added
         )

@@ -110,3 +110,22 @@ def test_recipe_digest_tracks_files(tmp_path: Path) -> None:
     first = recipe_digest(tmp_path)
     (tmp_path / "build.sh").write_text("echo two\n")
     assert recipe_digest(tmp_path) != first
+
+
+def test_pinned_size_is_not_a_build_input(repo_root: Path) -> None:
+    """`size` only bounds a download: adding it to a pin must not rebuild anything."""
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    spec = build_spec(matrix, matrix.cell("3.13.5-debian-12-amd64"), "fast")
+    assert spec.cell.python.size is not None
+    unsized = replace(
+        spec, cell=replace(spec.cell, python=spec.cell.python.model_copy(update={"size": None}))
+    )
+    base = {
+        "recipe_version": 1,
+        "dockerfile_sha256": "d" * 64,
+        "base_image_id": "sha256:" + "b" * 64,
+        "recipe_sha256": "r" * 64,
+    }
+    sized_inputs = fingerprint_inputs(spec, **base)  # type: ignore[arg-type]
+    assert sized_inputs == fingerprint_inputs(unsized, **base)  # type: ignore[arg-type]
+    assert "size" not in json.dumps(sized_inputs)

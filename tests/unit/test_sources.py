@@ -165,13 +165,14 @@ def test_missing_file_is_not_retried(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real = urllib.request.urlopen
+    real = sources._download
 
-    def counting(request: urllib.request.Request, **kwargs: Any) -> Any:
-        calls.append(request.full_url)
-        return real(request, **kwargs)
+    # Attempts, not urlopen calls: a missing file:// path is refused before urllib opens it.
+    def counting(url: str, **kwargs: Any) -> Any:
+        calls.append(url)
+        return real(url, **kwargs)
 
-    monkeypatch.setattr(urllib.request, "urlopen", counting)
+    monkeypatch.setattr(sources, "_download", counting)
     empty = make_mirror(tmp_path, "empty")
     full = make_mirror(tmp_path, "full", {TARBALL: GOOD})
     fetch_source(make_python(), mirrors=[empty, full], cache_dir=cache)
@@ -282,7 +283,7 @@ def test_tgz_is_cached_under_its_own_name(tmp_path: Path, cache: Path) -> None:
 
 
 class _Interrupting:
-    """Wraps a real response; the second read() is a Ctrl-C in the middle of the download."""
+    """Wraps a real response; the second read1() is a Ctrl-C in the middle of the download."""
 
     def __init__(self, response: Any, cache: Path) -> None:
         self._response = response
@@ -291,12 +292,12 @@ class _Interrupting:
         self.reads = 0
         self.partial_seen: list[str] = []
 
-    def read(self, amount: int) -> bytes:
+    def read1(self, amount: int) -> bytes:
         self.reads += 1
         if self.reads == 2:
             self.partial_seen = [p.name for p in self._cache.iterdir() if ".part-" in p.name]
             raise KeyboardInterrupt
-        data: bytes = self._response.read(amount)
+        data: bytes = self._response.read1(amount)
         return data
 
     def __enter__(self) -> _Interrupting:

@@ -1,7 +1,8 @@
 """Release feeds: where the farm learns that CPython released something, and its tarball's hash.
 
 A feed is anything with a `name` and a `releases()` method returning Release values: each
-names a version, upstream's tarball file name, that file's sha256 as the feed publishes it,
+names a version, upstream's tarball file name, that file's sha256 (and size, when the feed
+publishes one) as the feed publishes it,
 where the feed said so, and where a signature can be found. Feeds are configured in
 matrix.yaml (`sources.release_feeds`) and read in that order; docs/RELEASES.md shows how to
 add one.
@@ -28,6 +29,8 @@ UPSTREAM_VERSION = re.compile(r"^(?P<minor>\d+\.\d+)\.\d+(?:(?:a|b|rc)\d+)?$")
 # Upstream's source tarball names: Python-3.13.5.tar.xz, Python-3.11.2.tgz.
 TARBALL_NAME = re.compile(r"^Python-(?P<version>[0-9][0-9a-z.]*?)\.(?P<ext>tar\.xz|tgz)$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What matrix.yaml accepts as a pinned size (orchestrator.matrix.schema.MAX_TARBALL_BYTES).
+MAX_SIZE = 1024**3
 
 
 def transfer_failure(feed: str, url: str, exc: TransferFailed) -> FeedUnavailable | FeedError:
@@ -63,6 +66,7 @@ class Release:
     sha256: str
     feed: str
     origin: str  # what in the feed said so, for the provenance comment and error messages
+    size: int | None = None  # bytes; None when the feed does not say
     url: str | None = None
     signature_url: str | None = None
     signature_kind: SignatureKind | None = None
@@ -76,6 +80,8 @@ class Release:
             raise FeedError(f"{where}: {self.filename!r} is not the tarball of {self.version}")
         if not SHA256.match(self.sha256):
             raise FeedError(f"{where}: {self.filename}: {self.sha256!r} is not a sha256")
+        if self.size is not None and not (type(self.size) is int and 0 < self.size <= MAX_SIZE):
+            raise FeedError(f"{where}: {self.filename}: {self.size!r} is not a tarball size")
 
     @property
     def parsed(self) -> Version:

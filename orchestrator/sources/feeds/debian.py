@@ -30,7 +30,9 @@ PACKAGE = re.compile(r"^Package: python3\.\d+$")
 # tarball, which is not upstream's and is skipped.
 DEBIAN_UPSTREAM = re.compile(r"^(?P<release>\d+\.\d+\.\d+)(?:~(?P<pre>(?:a|b|rc)\d+))?$")
 INRELEASE_LIMIT = 4 * 1024 * 1024
+INDEX_LIMIT = 256 * 1024 * 1024  # sid's Sources.xz is ~11 MB
 TIMEOUT = 60.0
+DEADLINE = 600.0  # for the whole index, however slowly it arrives
 
 
 class DebianSourcesFeed:
@@ -61,7 +63,14 @@ class DebianSourcesFeed:
             index = Path(tmp) / "Sources.xz"
             with index.open("wb") as out:
                 try:
-                    actual, _size = stream_url(self.index_url, out, timeout=TIMEOUT, dest=index)
+                    actual, _size = stream_url(
+                        self.index_url,
+                        out,
+                        timeout=TIMEOUT,
+                        dest=index,
+                        limit=INDEX_LIMIT,
+                        deadline=DEADLINE,
+                    )
                 except TransferFailed as exc:
                     raise transfer_failure(self.name, self.index_url, exc) from None
             if expected is not None and actual != expected:
@@ -150,6 +159,7 @@ class DebianSourcesFeed:
                     version=version,
                     filename=f"Python-{version}.{upstream_ext}",
                     sha256=files[orig]["sha256"],
+                    size=_size(files[orig].get("size"), f"release feed {self.name}: {origin}"),
                     feed=self.name,
                     origin=origin,
                     url=f"{self.archive}/{directory}/{orig}",
@@ -163,3 +173,10 @@ class DebianSourcesFeed:
                 raise FeedError(
                     f"release feed {self.name}: {origin}: no .orig.tar.xz or .orig.tar.gz listed"
                 )
+
+
+def _size(value: str | None, where: str) -> int:
+    """Checksums-Sha256 lists `sha256 size name`; the size is a decimal byte count."""
+    if value is None or not value.isdigit():
+        raise FeedError(f"{where}: {value!r} is not a file size")
+    return int(value)

@@ -7,7 +7,8 @@ apps/downloads/serializers.py):
 - `release/?is_published=true&version=3`: releases; `name` "Python 3.13.5", `version` the
   integer 3 for Python 3, `pre_release`, `resource_uri` (an absolute URL);
 - `release_file/?os=3`: the files of the "Source release" OS (id 3); `release` is its
-  release's resource URI, `url`, `sha256_sum`, `gpg_signature_file`, `sigstore_bundle_file`.
+  release's resource URI, `url`, `sha256_sum`, `filesize` (bytes; an IntegerField whose
+  default is 0, so 0 means unknown), `gpg_signature_file`, `sigstore_bundle_file`.
   A missing value is "" (the model fields are blank, not null).
 
 A source tarball is a file whose URL ends in Python-VERSION.tar.xz or .tgz. `sha256_sum` was
@@ -96,6 +97,7 @@ class PythonOrgFeed:
                     version=version,
                     filename=filename,
                     sha256=str(sha256).lower(),
+                    size=_filesize(item.get("filesize")),
                     feed=self.name,
                     origin=f"{item.get('resource_uri') or url} of {self.base}",
                     url=url,
@@ -104,6 +106,12 @@ class PythonOrgFeed:
                 )
             )
         return releases
+
+
+def _filesize(value: Any) -> Any:
+    """`filesize` when the API knows it: 0 (the model's default) and absence mean unknown.
+    Anything else is for Release to judge (it names the feed when it is not a byte count)."""
+    return None if value is None or value == 0 else value
 
 
 def _path_of(uri: str) -> str:
