@@ -10,6 +10,10 @@
 - Retries with tenacity (exponential backoff with jitter) on throttling, 5xx, timeouts and
   connection resets; botocore's own retries are off so that this is the one policy. Other
   4xx (AccessDenied, NoSuchBucket...) fail at once with one line naming bucket and key.
+- A deadline per operation (publish.deadline_seconds): no retry starts, and no backoff sleeps,
+  past it, and the connect/read timeouts of one attempt are at most the deadline; so an
+  endpoint that accepts connections and never answers fails in one line instead of retrying
+  for minutes.
 """
 
 from __future__ import annotations
@@ -34,13 +38,19 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_before_delay,
     wait_exponential_jitter,
 )
 
 from orchestrator.errors import PublishError
+from orchestrator.matrix.schema import DEFAULT_S3_DEADLINE_SECONDS
 from orchestrator.publish.store import ObjectExists, PreconditionFailed, StoredObject, sha256_hex
 
 T = TypeVar("T")
+
+# botocore's per-attempt timeouts; never longer than the operation's deadline.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
 
 RETRYABLE_CODES = frozenset(
     {
@@ -58,6 +68,11 @@ RETRYABLE_CODES = frozenset(
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
+
+
+def attempt_timeouts(deadline: float) -> tuple[float, float]:
+    """(connect, read) timeouts for one attempt of an operation with `deadline` seconds."""
+    return min(CONNECT_TIMEOUT, deadline), min(READ_TIMEOUT, deadline)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -85,6 +100,7 @@ class S3Store:
         transfer: TransferConfig | None = None,
         attempts: int = 6,
         max_wait: float = 10.0,
+        deadline: float = DEFAULT_S3_DEADLINE_SECONDS,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.bucket = bucket
@@ -94,11 +110,13 @@ class S3Store:
         self.transfer = transfer or TransferConfig()
         self.attempts = attempts
         self.max_wait = max_wait
+        self.deadline = deadline
         self.on_retry = on_retry
+        connect_timeout, read_timeout = attempt_timeouts(deadline)
         config = botocore.config.Config(
             retries={"total_max_attempts": 1},
-            connect_timeout=10,
-            read_timeout=60,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             s3={"addressing_style": "path"} if endpoint_url else None,
             max_pool_connections=max(10, self.transfer.max_request_concurrency + 2),
         )
@@ -133,7 +151,8 @@ class S3Store:
 
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
-            stop=stop_after_attempt(self.attempts),
+            # stop_before_delay counts the coming backoff sleep: nothing starts past the deadline.
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(self.deadline),
             wait=wait_exponential_jitter(multiplier=0.2, max=self.max_wait),
             before_sleep=before_sleep,
             reraise=True,
@@ -141,15 +160,22 @@ class S3Store:
         try:
             return retrying(fn)
         except botocore.exceptions.ClientError as exc:
-            raise self._translate(exc, operation, key) from None
+            raise self._translate(exc, operation, key, self._gave_up(retrying)) from None
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise PublishError(
                 f"{operation} {self.describe(key)} failed: {_reason(exc)}",
-                hint=f"check the endpoint URL and network; retried {self.attempts} times",
+                hint=f"{self._gave_up(retrying)}; check the endpoint URL and network",
             ) from None
 
+    def _gave_up(self, retrying: Retrying) -> str:
+        attempts = int(retrying.statistics.get("attempt_number", 1))
+        return (
+            f"gave up after {attempts} attempt{'' if attempts == 1 else 's'} within the "
+            f"{self.deadline:g}s deadline per operation (publish.deadline_seconds)"
+        )
+
     def _translate(
-        self, exc: botocore.exceptions.ClientError, operation: str, key: str
+        self, exc: botocore.exceptions.ClientError, operation: str, key: str, gave_up: str
     ) -> PublishError:
         code = exc.response.get("Error", {}).get("Code", "")
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -167,7 +193,7 @@ class S3Store:
         if is_retryable(exc):
             return PublishError(
                 f"{operation} {where} failed: {detail}",
-                hint=f"gave up after {self.attempts} attempts with backoff; try again later",
+                hint=f"{gave_up}; try again later",
             )
         return PublishError(
             f"{operation} {where} refused: {detail}",

@@ -25,6 +25,7 @@ class PublishTarget:
     endpoint_url: str | None
     public_base_url: str | None
     local_dir: Path
+    deadline: float  # seconds per S3 operation, retries included (publish.deadline_seconds)
 
     def describe(self) -> str:
         if self.bucket:
@@ -65,6 +66,7 @@ def resolve_target(
         endpoint_url=endpoint_url or settings.endpoint_url,
         public_base_url=public_base_url or settings.public_base_url,
         local_dir=local_dir,
+        deadline=settings.deadline_seconds,
     )
 
 
@@ -81,6 +83,7 @@ def open_store(
             region=target.region,
             endpoint_url=target.endpoint_url,
             public_base_url=target.public_base_url,
+            deadline=target.deadline,
             on_retry=on_retry,
         )
     return DirectoryStore(target.local_dir, public_base_url=target.public_base_url)
