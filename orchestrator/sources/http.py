@@ -113,9 +113,9 @@ def check_local_file(url: str) -> None:
     except OSError as exc:
         raise TransferFailed(exc.strerror or str(exc), retryable=False) from None
     if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
-        raise TransferFailed(f"{path} is {kind}, not a regular file; refusing to read it",
-                             retryable=False)  # fmt: skip
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+        reason = f"{path} is {kind}, not a regular file; refusing to read it"
+        raise TransferFailed(reason, retryable=False)
 
 
 def _open(url: str, timeout: float, accept: str | None = None) -> http.client.HTTPResponse:
@@ -189,6 +189,7 @@ def stream_url(
     """Copy `url` into `out` (a file for `dest`), returning (sha256, size). At most `limit`
     bytes are written (TooLarge beyond), within `deadline` seconds (DeadlineExceeded)."""
     started = time.monotonic()
+    per_read = min(timeout, deadline)
     digest = hashlib.sha256()
 
     def sink(chunk: bytes) -> None:
@@ -198,10 +199,10 @@ def stream_url(
         except OSError as exc:
             raise SourceError(f"cannot write {dest}: {exc.strerror or exc}") from None
 
-    response = _open(url, min(timeout, deadline), None)
+    response = _open(url, per_read, None)
     with response:
         size = _copy_body(
-            response, sink, timeout=timeout, limit=limit, deadline=deadline, started=started
+            response, sink, timeout=per_read, limit=limit, deadline=deadline, started=started
         )
     return digest.hexdigest(), size
 
@@ -211,12 +212,13 @@ def read_url(
 ) -> bytes:
     """The whole body of a small document (an API page, a signature), at most `limit` bytes."""
     started = time.monotonic()
+    per_read = min(timeout, deadline)
     parts: list[bytes] = []
-    response = _open(url, min(timeout, deadline), accept)
+    response = _open(url, per_read, accept)
     with response:
         try:
             _copy_body(
-                response, parts.append, timeout=timeout, limit=limit, deadline=deadline,
+                response, parts.append, timeout=per_read, limit=limit, deadline=deadline,
                 started=started,
             )  # fmt: skip
         except TooLarge:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from orchestrator.matrix import PythonSource, load_matrix
 from orchestrator.matrix.editor import NewPin, edited_text
 from orchestrator.matrix.schema import DebianSourcesFeedSettings, PublishSettings, SourceSettings
 from orchestrator.sources import fetch as sources
+from orchestrator.sources import http
 from orchestrator.sources.feeds import Release
 from orchestrator.sources.feeds.debian import DebianSourcesFeed
 from orchestrator.sources.fetch import fetch_source
@@ -247,3 +249,35 @@ def test_the_editor_writes_the_size_after_the_sha256() -> None:
     new = NewPin(version="3.13.99", sha256="ab" * 32, size=23243936, filename=None, comment="c")
     after = edited_text(text, add=[new], drop=[])
     assert f'  - version: "3.13.99"\n    sha256: {"ab" * 32}\n    size: 23243936\n' in after
+
+
+# --- the body copy itself ------------------------------------------------------------------------
+
+
+def _file_response(tmp_path: Path, data: bytes) -> Any:
+    import urllib.request
+
+    path = tmp_path / "body"
+    path.write_bytes(data)
+    return urllib.request.urlopen(path.as_uri(), timeout=5)
+
+
+def test_a_body_of_exactly_the_limit_is_accepted(tmp_path: Path) -> None:
+    chunks: list[bytes] = []
+    with _file_response(tmp_path, GOOD) as response:
+        size = http._copy_body(
+            response, chunks.append, timeout=5, limit=len(GOOD), deadline=60,
+            started=time.monotonic(),
+        )  # fmt: skip
+    assert size == len(GOOD) and b"".join(chunks) == GOOD
+
+
+def test_a_copy_past_its_deadline_stops_before_reading(tmp_path: Path) -> None:
+    chunks: list[bytes] = []
+    with _file_response(tmp_path, GOOD) as response, pytest.raises(http.DeadlineExceeded) as info:
+        http._copy_body(
+            response, chunks.append, timeout=5, limit=len(GOOD), deadline=1,
+            started=time.monotonic() - 2,  # begun two seconds ago: one over the deadline
+        )  # fmt: skip
+    assert (info.value.received, chunks) == (0, [])
+    assert not info.value.retryable  # the next mirror is the better bet
