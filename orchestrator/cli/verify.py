@@ -74,7 +74,8 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
         # Read on the host first: an archive that is not safe to unpack is refused before
         # the engine is even asked (and before --rebuild spends an hour).
         audit = audit_archive(archive, record)
-        client = client or connect()
+        if client is None:
+            client = connect()
         arch = Arch(record["arch"])
         images = {}
         for kind in ("run", "builder"):
