@@ -38,7 +38,7 @@ from orchestrator.buildspec import (
 from orchestrator.errors import CellBuildError, DockerError, UnsafeArchiveError
 from orchestrator.images import LABEL_PREFIX
 from orchestrator.redact import redact
-from orchestrator.safetar import extract_untrusted
+from orchestrator.safetar import extract_untrusted, open_tar_stream
 from orchestrator.sandbox import SandboxUser, confinement, hand_over, sandbox_user, take_back
 from orchestrator.watchdog import Watchdog
 
@@ -322,7 +322,7 @@ def _copy_out(container: Container, prefix_dir: Path) -> None:
             for chunk in stream:
                 bundle.write(chunk)
             bundle.seek(0)
-            with tarfile.open(fileobj=bundle, mode="r|") as tar:
+            with open_tar_stream(bundle) as tar:
                 extract_untrusted(tar, staging, top=name)
         prefix_dir.rmdir()  # created empty above; replaced by the tree that came out
         (staging / name).rename(prefix_dir)

@@ -52,6 +52,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
     from orchestrator.images import ensure_image, plan_image
     from orchestrator.matrix import Arch
     from orchestrator.verify.runtime import (
+        audit_archive,
         load_metadata,
         raise_for_failures,
         summary_lines,
@@ -67,9 +68,14 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
             archives.extend(
                 context.layout.artifacts / c.archive_name for c in matrix.select([target])
             )
-    client = connect()
+    client = None
     for archive in archives:
         record = load_metadata(archive)
+        # Read on the host first: an archive that is not safe to unpack is refused before
+        # the engine is even asked (and before --rebuild spends an hour).
+        audit = audit_archive(archive, record)
+        if client is None:
+            client = connect()
         arch = Arch(record["arch"])
         images = {}
         for kind in ("run", "builder"):
@@ -88,6 +94,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
             stack_packages=matrix.model.stacks[record["stack"]].run_packages_for(
                 [Version(record["version"])]
             ),
+            audit=audit,
         )
         for line in summary_lines(report):
             click.echo(line)

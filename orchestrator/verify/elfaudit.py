@@ -1,24 +1,25 @@
 """Read a runtime archive on the host: its members, ELF linkage, and build-host leftovers.
 
 This module only gathers facts; orchestrator/verify/runtime.py judges them. The archive is streamed
-(zstd -> tar, one member at a time); an ELF member is spooled to a temporary file because
-pyelftools needs to seek, so memory stays bounded whatever the archive holds.
+through orchestrator/safearchive.py (zstd -> tar, one checked member at a time, every size
+bounded); an ELF member is spooled to a temporary file because pyelftools needs to seek, so
+memory stays bounded whatever the archive holds.
 """
 
 from __future__ import annotations
 
-import tarfile
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import zstandard
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 
 from orchestrator.errors import VerificationError
+from orchestrator.safearchive import READ_ERRORS, open_archive
+from orchestrator.safetar import RUNTIME_LIMITS, Limits
 
 ELF_MAGIC = b"\x7fELF"
 # Where recipe/build-cpython.sh unpacks and builds the sources: `mktemp -d /tmp/cpython.XXXXXX`
@@ -53,9 +54,13 @@ class ArchiveScan:
 
 
 def scan_archive(
-    archive: Path, *, build_path_markers: Sequence[bytes] = BUILD_PATH_MARKERS
+    archive: Path,
+    *,
+    build_path_markers: Sequence[bytes] = BUILD_PATH_MARKERS,
+    limits: Limits = RUNTIME_LIMITS,
 ) -> ArchiveScan:
-    """Stream through `archive` (.tar.zst) once and collect what the audit needs."""
+    """Stream through `archive` (.tar.zst) once and collect what the audit needs.
+    UnsafeArchiveError when a member could escape or a limit is exceeded."""
     members: list[str] = []
     elves: list[ElfInfo] = []
     unreadable: list[str] = []
@@ -63,37 +68,35 @@ def scan_archive(
     hits: list[tuple[str, str]] = []
     pycs: list[str] = []
     try:
-        with archive.open("rb") as raw:
-            reader = zstandard.ZstdDecompressor().stream_reader(raw)
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                for member in tar:
-                    name = member.name.removeprefix("./")
-                    members.append(name)
-                    if not member.isreg():
-                        continue
-                    if name.endswith(".a"):
-                        static_libs.append(name)
-                    handle = tar.extractfile(member)
-                    if handle is None:
-                        continue
-                    head = handle.read(4)
-                    if name.endswith(".pyc"):
-                        # PEP 552 header: magic, then a little-endian flags word.
-                        if int.from_bytes(handle.read(4), "little") != 0b01:
-                            pycs.append(name)
-                        continue
-                    if head == ELF_MAGIC:
-                        info = _read_elf(name, head, handle)
-                        if info is None:
-                            unreadable.append(name)
-                        else:
-                            elves.append(info)
-                    elif member.size < TEXT_SCAN_LIMIT:
-                        data = head + handle.read()
-                        found = [m.decode() for m in build_path_markers if m in data]
-                        if found:
-                            hits.append((name, ", ".join(found)))
-    except (OSError, tarfile.TarError, zstandard.ZstdError) as exc:
+        with open_archive(archive, limits=limits) as reader:
+            for entry in reader:
+                name, member = entry.path, entry.info
+                if not name:
+                    continue  # the root entry "./", if any
+                members.append(name)
+                if not member.isreg():
+                    continue
+                if name.endswith(".a"):
+                    static_libs.append(name)
+                handle = reader.open(entry)
+                head = handle.read(4)
+                if name.endswith(".pyc"):
+                    # PEP 552 header: magic, then a little-endian flags word.
+                    if int.from_bytes(handle.read(4), "little") != 0b01:
+                        pycs.append(name)
+                    continue
+                if head == ELF_MAGIC:
+                    info = _read_elf(name, head, handle)
+                    if info is None:
+                        unreadable.append(name)
+                    else:
+                        elves.append(info)
+                elif member.size < TEXT_SCAN_LIMIT:
+                    data = head + handle.read()
+                    found = [m.decode() for m in build_path_markers if m in data]
+                    if found:
+                        hits.append((name, ", ".join(found)))
+    except READ_ERRORS as exc:
         raise VerificationError(
             f"{archive}: cannot read the archive: {exc}",
             hint="is it a complete .tar.zst written by the farm?",

@@ -1,17 +1,19 @@
 """Compare two archives member by member: what differs between two builds of one cell.
 
-Streams both archives (never whole in memory) and reports, per member, which of size,
-content hash, mode, mtime, link target or type differ, plus members only in one of them.
+Streams both archives through orchestrator/safearchive.py (never whole in memory, every
+member checked, every size bounded) and reports, per member, which of size, content hash,
+mode, mtime, link target or type differ, plus members only in one of them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import zstandard
+from orchestrator.errors import VerificationError
+from orchestrator.safearchive import READ_ERRORS, open_archive
+from orchestrator.safetar import RUNTIME_LIMITS, Limits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,16 +35,17 @@ class MemberDiff:
         return f"{self.name}: {self.what}"
 
 
-def read_members(archive: Path) -> dict[str, Member]:
+def read_members(archive: Path, *, limits: Limits = RUNTIME_LIMITS) -> dict[str, Member]:
+    """Every member by its stored name ("./bin/python3"). UnsafeArchiveError when a member
+    could escape or a limit is exceeded; VerificationError when the file is damaged."""
     members: dict[str, Member] = {}
-    with archive.open("rb") as raw:
-        stream = zstandard.ZstdDecompressor().stream_reader(raw)
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for info in tar:
+    try:
+        with open_archive(archive, limits=limits) as reader:
+            for entry in reader:
+                info = entry.info
                 digest = ""
                 if info.isfile():
-                    handle = tar.extractfile(info)
-                    assert handle is not None
+                    handle = reader.open(entry)
                     hasher = hashlib.sha256()
                     while chunk := handle.read(1 << 20):
                         hasher.update(chunk)
@@ -51,11 +54,18 @@ def read_members(archive: Path) -> dict[str, Member]:
                     type=info.type.decode(), size=info.size, sha256=digest, mode=info.mode,
                     mtime=int(info.mtime), linkname=info.linkname,
                 )  # fmt: skip
+    except READ_ERRORS as exc:
+        raise VerificationError(
+            f"{archive}: cannot read the archive: {exc}",
+            hint="is it a complete .tar.zst written by the farm?",
+        ) from None
     return members
 
 
-def compare_archives(first: Path, second: Path) -> list[MemberDiff]:
-    return compare_members(read_members(first), read_members(second))
+def compare_archives(
+    first: Path, second: Path, *, limits: Limits = RUNTIME_LIMITS
+) -> list[MemberDiff]:
+    return compare_members(read_members(first, limits=limits), read_members(second, limits=limits))
 
 
 def compare_members(a: dict[str, Member], b: dict[str, Member]) -> list[MemberDiff]:

@@ -46,6 +46,7 @@ from orchestrator.cellbuild import (
 )
 from orchestrator.errors import DockerError, PackagingError, VerificationError
 from orchestrator.matrix import Arch
+from orchestrator.safetar import RUNTIME_LIMITS, Limits
 from orchestrator.sandbox import confinement, sandbox_user
 from orchestrator.verify.elfaudit import ArchiveScan, ElfInfo, scan_archive
 
@@ -433,6 +434,31 @@ def leftover_verify_containers(
 # --- the whole verification ------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class HostAudit:
+    """The checks made on the host, without Docker, before any container sees the archive."""
+
+    checks: list[CheckResult]
+    scan: ArchiveScan
+    warnings: list[str]
+
+
+def audit_archive(
+    archive: Path, metadata: dict[str, Any], *, limits: Limits = RUNTIME_LIMITS
+) -> HostAudit:
+    """Checksum and ELF audit of `archive`, read through the safe reader: UnsafeArchiveError
+    when it holds absolute or `..` names, links or devices escaping the tree, or exceeds a
+    limit; so the containers (GNU tar) only ever unpack an archive already proven safe."""
+    checks = [_checksum_check(archive, metadata.get("sha256"))]
+    scan = scan_archive(archive, limits=limits)
+    major_minor = f"{metadata['major']}.{metadata['minor']}"
+    checks.extend(audit_checks(scan, major_minor=major_minor, arch=Arch(metadata["arch"])))
+    warnings = [
+        f"{name} names the build directory ({marker})" for name, marker in scan.build_path_hits
+    ]
+    return HostAudit(checks=checks, scan=scan, warnings=warnings)
+
+
 def verify_archive(
     client: DockerClient,
     *,
@@ -444,12 +470,16 @@ def verify_archive(
     log_path: Path,
     transfer: Transfer = "auto",
     stack_packages: Sequence[str] = (),
+    audit: HostAudit | None = None,
 ) -> VerificationReport:
     """Run every check on `archive`; never raises for a failed check (see raise_for_failures).
 
     `metadata` is the archive's record (metadata.build_record): its major/minor and arch say
-    what to expect and its sha256 must match the archive. Raises DockerError when the engine
-    cannot run the containers and VerificationError when the archive cannot be read at all.
+    what to expect and its sha256 must match the archive. `audit` is audit_archive's result
+    when the caller ran it already. Raises DockerError when the engine cannot run the
+    containers, VerificationError when the archive cannot be read at all and
+    UnsafeArchiveError (before any container starts) when it holds what `tar -x` must not
+    unpack.
     """
     started = time.monotonic()
     arch = Arch(metadata["arch"])
@@ -457,16 +487,11 @@ def verify_archive(
     cell_id = str(metadata.get("cell") or archive.name)
     # Bind mounts need the engine on this machine; a remote one (ssh://...) gets copies.
     copy = transfer == "copy" or (transfer == "auto" and not is_local_engine(client))
-    checks: list[CheckResult] = []
-    warnings: list[str] = []
+    host = audit if audit is not None else audit_archive(archive, metadata)
+    scan = host.scan
+    checks = list(host.checks)
+    warnings = list(host.warnings)
     packages: set[str] = set()
-
-    checks.append(_checksum_check(archive, metadata.get("sha256")))
-    scan = scan_archive(archive)
-    checks.extend(audit_checks(scan, major_minor=major_minor, arch=arch))
-    warnings.extend(
-        f"{name} names the build directory ({marker})" for name, marker in scan.build_path_hits
-    )
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log:

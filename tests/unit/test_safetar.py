@@ -197,3 +197,15 @@ def test_copy_out_unpacks_a_good_tree(tmp_path: Path) -> None:
     cellbuild._copy_out(_FakeContainer(_tree()), prefix)  # type: ignore[arg-type]
     assert (prefix / "bin" / "python3.13").read_bytes() == b"\x7fELF..."
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["prefix"]
+
+
+def test_copy_out_refuses_a_huge_pax_header_from_its_first_block(tmp_path: Path) -> None:
+    # The header declares 500 MiB; tarfile alone would try to read it all into memory.
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type, pax.size = tarfile.XHDTYPE, 500 * 1024**2
+    blob = pax.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape") + bytes(10240)
+    prefix = tmp_path / "work" / "prefix"
+    prefix.mkdir(parents=True)
+    with pytest.raises(CellBuildError, match=r"refused: a PAX header of 500.0 MiB exceeds"):
+        cellbuild._copy_out(_FakeContainer(blob), prefix)  # type: ignore[arg-type]
+    assert prefix.is_dir() and not any(prefix.iterdir())
