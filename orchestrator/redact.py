@@ -14,10 +14,11 @@ REDACTED = "***"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # AWS access key ids (long-term AKIA, temporary ASIA).
     (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),
-    # name=value / name: value where the name says secret (aws_secret_access_key, token, ...).
+    # name=value / name: value where the name says secret (aws_secret_access_key, token, ...);
+    # not a path's last part (`/etc/passwd': hard link` is a file name, not a secret).
     (
         re.compile(
-            r"(?i)\b([A-Z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|SESSION_KEY|API_KEY)"
+            r"(?i)(?<![/.-])\b([A-Z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|SESSION_KEY|API_KEY)"
             r"[A-Z0-9_]*[\"']?\s*[=:]\s*[\"']?)([^\s\"',;&]+)"
         ),
         rf"\1{REDACTED}",
