@@ -19,6 +19,7 @@ from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 
 from orchestrator.errors import VerificationError
+from orchestrator.verify.elfharden import ElfHardening, elf_hardening
 
 ELF_MAGIC = b"\x7fELF"
 # Where recipe/build-cpython.sh unpacks and builds the sources: `mktemp -d /tmp/cpython.XXXXXX`
@@ -37,6 +38,7 @@ class ElfInfo:
     rpath: tuple[str, ...]  # DT_RPATH entries
     runpath: tuple[str, ...]  # DT_RUNPATH entries
     has_symtab: bool
+    hardening: ElfHardening
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,4 +148,5 @@ def elf_info(name: str, elf: ELFFile) -> ElfInfo:
         rpath=tuple(rpath),
         runpath=tuple(runpath),
         has_symtab=elf.get_section_by_name(".symtab") is not None,
+        hardening=elf_hardening(elf),
     )
