@@ -20,6 +20,7 @@ from elftools.elf.elffile import ELFFile
 from orchestrator.errors import VerificationError
 from orchestrator.safearchive import READ_ERRORS, open_archive
 from orchestrator.safetar import RUNTIME_LIMITS, Limits
+from orchestrator.verify.elfharden import ElfHardening, elf_hardening
 
 ELF_MAGIC = b"\x7fELF"
 # Where recipe/build-cpython.sh unpacks and builds the sources: `mktemp -d /tmp/cpython.XXXXXX`
@@ -38,6 +39,7 @@ class ElfInfo:
     rpath: tuple[str, ...]  # DT_RPATH entries
     runpath: tuple[str, ...]  # DT_RUNPATH entries
     has_symtab: bool
+    hardening: ElfHardening
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,4 +151,5 @@ def elf_info(name: str, elf: ELFFile) -> ElfInfo:
         rpath=tuple(rpath),
         runpath=tuple(runpath),
         has_symtab=elf.get_section_by_name(".symtab") is not None,
+        hardening=elf_hardening(elf),
     )

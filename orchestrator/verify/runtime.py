@@ -5,7 +5,8 @@ Three vantage points, every check reported by name:
 1. On the host, without Docker: the archive's members and ELF files (verify/elfaudit.py):
    checksum, layout, no static libraries, the right machine, stripped, and no rpath but
    `$ORIGIN/../lib` on the executable; members that still name the build directory are
-   reported as warnings.
+   reported as warnings. Hardening (verify/elfharden.py): non-executable stack, no W+X
+   segment, full RELRO, no text relocations, stack protector and _FORTIFY_SOURCE.
 2. In a clean container of the stack's run image (no compilers, no network, no
    LD_LIBRARY_PATH), the archive unpacked at a fresh random path: the executables and
    python3-config, linkage (`ldd`, mapped to apt packages with `dpkg-query -S`), every expected
@@ -20,6 +21,7 @@ lines that are parsed here. A failed verification raises VerificationError (exit
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import tarfile
 import tempfile
@@ -77,6 +79,7 @@ class VerificationReport:
     # Installed versions, in the run image, of runtime_packages and the stack's run packages.
     package_versions: dict[str, str] = field(default_factory=dict)
     needed: dict[str, list[str]] = field(default_factory=dict)  # ELF member -> DT_NEEDED
+    hardening: dict[str, Any] = field(default_factory=dict)  # hardening_summary of the audit
     seconds: float = 0.0
     log_path: Path | None = None
 
@@ -100,7 +103,8 @@ class VerificationReport:
                 "checks": len(self.checks),
                 "warnings": list(self.warnings),
                 "seconds": round(self.seconds, 1),
-            },
+            }
+            | ({"hardening": dict(self.hardening)} if self.hardening else {}),
         }
 
 
@@ -251,7 +255,131 @@ def audit_checks(scan: ArchiveScan, *, major_minor: str, arch: Arch | None) -> l
             ),
         )
     )
+    checks.extend(hardening_checks(scan.elves, major_minor=major_minor))
     return checks
+
+
+# --- ELF hardening (python-build-standalone's validate_elf; facts from verify/elfharden.py) ---
+
+
+def hardening_checks(elves: Sequence[ElfInfo], *, major_minor: str) -> list[CheckResult]:
+    """Every linked ELF file: non-executable stack, no W+X segment, full RELRO, no text
+    relocations. The interpreter's code: stack protector and _FORTIFY_SOURCE in effect."""
+    linked = [e for e in elves if e.hardening.linked]
+    checks = [
+        _every_file(
+            "elf:nx-stack",
+            [
+                f"{e.name}: "
+                + ("executable stack (PF_X on PT_GNU_STACK)" if h.gnu_stack else "no PT_GNU_STACK")
+                for e in linked
+                if not (h := e.hardening).gnu_stack or h.exec_stack
+            ],
+            ok=f"{len(linked)} files: PT_GNU_STACK without PF_X",
+        ),
+        _every_file(
+            "elf:wx-load",
+            [f"{e.name}: writable and executable PT_LOAD" for e in linked if e.hardening.wx_load],
+            ok=f"{len(linked)} files: no PT_LOAD both PF_W and PF_X",
+        ),
+        _every_file(
+            "elf:relro",
+            [f"{e.name}: no PT_GNU_RELRO" for e in linked if not e.hardening.relro],
+            ok=f"{len(linked)} files: PT_GNU_RELRO",
+        ),
+        # Without a dynamic section there is nothing to bind (a static executable).
+        _every_file(
+            "elf:bind-now",
+            [
+                f"{e.name}: lazy binding (no DT_BIND_NOW, DF_BIND_NOW or DF_1_NOW)"
+                for e in linked
+                if e.hardening.dynamic and not e.hardening.bind_now
+            ],
+            ok=f"{len(linked)} files: BIND_NOW",
+        ),
+        _every_file(
+            "elf:textrel",
+            [f"{e.name}: text relocations (DT_TEXTREL)" for e in linked if e.hardening.textrel],
+            ok=f"{len(linked)} files: no DT_TEXTREL",
+        ),
+    ]
+    checks.extend(_compiler_hardening(linked, major_minor))
+    return checks
+
+
+def interpreter_core(elves: Sequence[ElfInfo], major_minor: str) -> ElfInfo | None:
+    """The file holding the interpreter's compiled code: libpython when the runtime ships one
+    (then bin/pythonX.Y is a bare `main` calling Py_BytesMain), else the executable."""
+    library = re.compile(rf"lib/libpython{re.escape(major_minor)}[a-z]*\.so(\.[0-9.]+)?")
+    by_name = {e.name: e for e in elves}
+    cores = [e for e in elves if library.fullmatch(e.name)]
+    return cores[0] if cores else by_name.get(f"bin/python{major_minor}")
+
+
+def _compiler_hardening(linked: Sequence[ElfInfo], major_minor: str) -> list[CheckResult]:
+    """-fstack-protector-strong only instruments functions with arrays or address-taken
+    locals, and _FORTIFY_SOURCE only rewrites calls whose buffer sizes the compiler knows: a
+    small extension module (or bin/pythonX.Y around a shared libpython) may rightly have
+    neither symbol. Like python-build-standalone, these are required of the interpreter's own
+    code only, where thousands of functions make their absence proof of a missing flag; the
+    other files are counted in the detail."""
+    core = interpreter_core(linked, major_minor)
+    guarded = sum(e.hardening.stack_protector for e in linked)
+    fortified = sum(bool(e.hardening.fortified) for e in linked)
+    if core is None:
+        missing = f"neither lib/libpython{major_minor}.so* nor bin/python{major_minor} to check"
+        return [
+            CheckResult(name="elf:stack-protector", ok=False, detail=missing),
+            CheckResult(name="elf:fortify", ok=False, detail=missing),
+        ]
+    names = core.hardening.fortified
+    return [
+        CheckResult(
+            name="elf:stack-protector",
+            ok=core.hardening.stack_protector,
+            detail=(
+                f"{core.name} references __stack_chk_fail"
+                if core.hardening.stack_protector
+                else f"{core.name}: no __stack_chk_fail (built without -fstack-protector-strong?)"
+            )
+            + f"; {guarded} of {len(linked)} files do",
+        ),
+        CheckResult(
+            name="elf:fortify",
+            ok=bool(names),
+            detail=(
+                f"{core.name} imports {len(names)} __*_chk functions ({_some(names, 4)})"
+                if names
+                else f"{core.name}: no __*_chk import (built without -D_FORTIFY_SOURCE=2 -O2?)"
+            )
+            + f"; {fortified} of {len(linked)} files import some",
+        ),
+    ]
+
+
+def hardening_summary(elves: Sequence[ElfInfo], *, major_minor: str) -> dict[str, Any]:
+    """What the metadata record keeps: per property, how many linked ELF files have it."""
+    linked = [e.hardening for e in elves if e.hardening.linked]
+    core = interpreter_core([e for e in elves if e.hardening.linked], major_minor)
+    return {
+        "elf_files": len(linked),
+        "nx_stack": sum(h.gnu_stack and not h.exec_stack for h in linked),
+        "relro": sum(h.relro for h in linked),
+        "bind_now": sum(h.bind_now or not h.dynamic for h in linked),
+        "no_textrel": sum(not h.textrel for h in linked),
+        "stack_protector": sum(h.stack_protector for h in linked),
+        "fortified": sum(bool(h.fortified) for h in linked),
+        "interpreter": core.name if core else None,
+        "interpreter_fortified": list(core.hardening.fortified) if core else [],
+    }
+
+
+def _every_file(name: str, problems: Sequence[str], *, ok: str) -> CheckResult:
+    return CheckResult(
+        name=name,
+        ok=not problems,
+        detail=f"{len(problems)} files: {_some(problems)}" if problems else ok,
+    )
 
 
 def _layout_check(members: Sequence[str]) -> CheckResult:
@@ -535,6 +663,7 @@ def verify_archive(
         package_versions=package_versions,
         warnings=warnings,
         needed={e.name: list(e.needed) for e in scan.elves},
+        hardening=hardening_summary(scan.elves, major_minor=major_minor),
         seconds=seconds,
         log_path=log_path,
     )

@@ -111,8 +111,24 @@ def test_the_e2e_runtime_passes(
         "sysconfig:flags",
         "cext:import",
         "embed:run",
+        "elf:nx-stack",
+        "elf:wx-load",
+        "elf:relro",
+        "elf:bind-now",
+        "elf:textrel",
+        "elf:stack-protector",
+        "elf:fortify",
     } | {f"import:{module}" for module in metadata["expected_modules"]}
     assert expected <= names, expected - names
+    # The build recorded the same hardening: every linked ELF file hardened, and libpython
+    # compiled with the stack protector and _FORTIFY_SOURCE (matrix.yaml build_flags).
+    hardening = metadata["verification"]["hardening"]
+    assert hardening == report.hardening
+    every = hardening["elf_files"]
+    assert every > 50
+    assert [hardening[k] for k in ("nx_stack", "relro", "bind_now", "no_textrel")] == [every] * 4
+    assert hardening["interpreter"] == "lib/libpython3.13.so.1.0"
+    assert "__memcpy_chk" in hardening["interpreter_fortified"]
     assert {"libc6", "libssl3", "libsqlite3-0", "zlib1g", "libffi8"} <= set(
         report.runtime_packages
     ), report.runtime_packages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import tarfile
 from pathlib import Path
@@ -14,10 +15,12 @@ from orchestrator.errors import DockerError, VerificationError
 from orchestrator.matrix import Arch
 from orchestrator.verify import runtime as verify
 from orchestrator.verify.elfaudit import ArchiveScan, ElfInfo
+from orchestrator.verify.elfharden import ElfHardening
 from orchestrator.verify.runtime import (
     CheckResult,
     VerificationReport,
     audit_checks,
+    hardening_summary,
     parse_script_output,
     raise_for_failures,
 )
@@ -136,9 +139,30 @@ def test_metadata_fields() -> None:
     fields = failing.metadata_fields()["verification"]
     assert fields["ok"] is False
     assert fields["failures"] == ["import:ssl: No module named '_ssl'"]
+    audited = VerificationReport(
+        checks=[], runtime_packages=[], warnings=[], hardening={"elf_files": 3, "relro": 3}
+    )
+    assert audited.metadata_fields()["verification"]["hardening"] == {"elf_files": 3, "relro": 3}
 
 
 # --- audit logic on synthetic scans ----------------------------------------------------------
+
+
+# A linked file as the farm's flags make it: every hardening property in place.
+HARDENED = ElfHardening(
+    linked=True,
+    gnu_stack=True,
+    exec_stack=False,
+    wx_load=False,
+    relro=True,
+    dynamic=True,
+    bind_now=True,
+    textrel=False,
+    stack_protector=True,
+    fortified=("__memcpy_chk", "__snprintf_chk"),
+)
+# A small extension module: hardened by the linker, nothing for the compiler to guard.
+BARE = dataclasses.replace(HARDENED, stack_protector=False, fortified=())
 
 
 def _elf(name: str, **kwargs: Any) -> ElfInfo:
@@ -148,6 +172,7 @@ def _elf(name: str, **kwargs: Any) -> ElfInfo:
         "rpath": (),
         "runpath": (),
         "has_symtab": False,
+        "hardening": HARDENED,
     }
     values.update(kwargs)
     return ElfInfo(name=name, **values)
@@ -184,6 +209,13 @@ def test_audit_accepts_origin_rpath_on_the_executable_only() -> None:
         "elf:rpath",
         "elf:stripped",
         "pyc:unchecked-hash",
+        "elf:nx-stack",
+        "elf:wx-load",
+        "elf:relro",
+        "elf:bind-now",
+        "elf:textrel",
+        "elf:stack-protector",
+        "elf:fortify",
     }
 
 
@@ -225,7 +257,14 @@ def test_audit_other_failures() -> None:
     assert checks["elf:arch"].detail == "expected EM_AARCH64: bin/python3.13 is EM_X86_64"
     assert "bin/python3.13" in checks["elf:stripped"].detail
     assert "re.cpython-313.pyc" in checks["pyc:unchecked-hash"].detail
-    assert not any(c.ok for name, c in checks.items() if name != "elf:rpath")
+    assert {n for n, c in checks.items() if not c.ok} == {
+        "archive:layout",
+        "archive:static-libs",
+        "elf:read",
+        "elf:arch",
+        "elf:stripped",
+        "pyc:unchecked-hash",
+    }
 
 
 def test_audit_fails_without_the_executable() -> None:
@@ -233,6 +272,123 @@ def test_audit_fails_without_the_executable() -> None:
     assert "elf:arch" not in checks
     assert checks["elf:rpath"].detail == "bin/python3.13 is not in the archive"
     assert not checks["elf:read"].ok  # an archive without any ELF file is no runtime
+
+
+def test_hardening_failures_name_file_and_property() -> None:
+    hardening = {
+        "lib/python3.13/lib-dynload/_a.so": dataclasses.replace(BARE, gnu_stack=False),
+        "lib/python3.13/lib-dynload/_b.so": dataclasses.replace(BARE, exec_stack=True),
+        "lib/python3.13/lib-dynload/_c.so": dataclasses.replace(BARE, wx_load=True),
+        "lib/python3.13/lib-dynload/_d.so": dataclasses.replace(BARE, relro=False),
+        "lib/python3.13/lib-dynload/_e.so": dataclasses.replace(BARE, bind_now=False),
+        "lib/python3.13/lib-dynload/_f.so": dataclasses.replace(BARE, textrel=True),
+    }
+    checks = _by_name(
+        audit_checks(
+            _scan(
+                _elf("bin/python3.13", runpath=("$ORIGIN/../lib",), hardening=BARE),
+                _elf("lib/libpython3.13.so.1.0", hardening=BARE),
+                *(_elf(name, hardening=h) for name, h in hardening.items()),
+            ),
+            major_minor="3.13",
+            arch=Arch.AMD64,
+        )
+    )
+    dynload = "lib/python3.13/lib-dynload"
+    assert checks["elf:nx-stack"].detail == (
+        f"2 files: {dynload}/_a.so: no PT_GNU_STACK, "
+        f"{dynload}/_b.so: executable stack (PF_X on PT_GNU_STACK)"
+    )
+    assert checks["elf:wx-load"].detail == (
+        f"1 files: {dynload}/_c.so: writable and executable PT_LOAD"
+    )
+    assert checks["elf:relro"].detail == f"1 files: {dynload}/_d.so: no PT_GNU_RELRO"
+    assert checks["elf:bind-now"].detail == (
+        f"1 files: {dynload}/_e.so: lazy binding (no DT_BIND_NOW, DF_BIND_NOW or DF_1_NOW)"
+    )
+    assert (
+        checks["elf:textrel"].detail == f"1 files: {dynload}/_f.so: text relocations (DT_TEXTREL)"
+    )
+    # The executable around a shared libpython is not asked; libpython is, and fails both.
+    assert checks["elf:stack-protector"].detail == (
+        "lib/libpython3.13.so.1.0: no __stack_chk_fail (built without -fstack-protector-strong?)"
+        "; 0 of 8 files do"
+    )
+    assert checks["elf:fortify"].detail == (
+        "lib/libpython3.13.so.1.0: no __*_chk import (built without -D_FORTIFY_SOURCE=2 -O2?)"
+        "; 0 of 8 files import some"
+    )
+    assert {n for n, c in checks.items() if not c.ok} == {
+        "elf:nx-stack",
+        "elf:wx-load",
+        "elf:relro",
+        "elf:bind-now",
+        "elf:textrel",
+        "elf:stack-protector",
+        "elf:fortify",
+    }
+
+
+def test_hardening_scope() -> None:
+    """Object files are not judged; a static executable needs no BIND_NOW; without a libpython
+    the executable is the interpreter's code; extension modules need no compiler symbols."""
+    static = dataclasses.replace(HARDENED, dynamic=False, bind_now=False)
+    obj = ElfHardening(
+        linked=False,
+        gnu_stack=False,
+        exec_stack=False,
+        wx_load=False,
+        relro=False,
+        dynamic=False,
+        bind_now=False,
+        textrel=False,
+        stack_protector=False,
+        fortified=(),
+    )
+    elves = (
+        _elf("bin/python3.13", runpath=("$ORIGIN/../lib",), hardening=static),
+        _elf("lib/python3.13/config-3.13-x86_64-linux-gnu/python.o", hardening=obj),
+        _elf("lib/python3.13/lib-dynload/_bisect.so", hardening=BARE),
+    )
+    checks = _by_name(audit_checks(_scan(*elves), major_minor="3.13", arch=None))
+    assert all(c.ok for c in checks.values()), checks
+    assert checks["elf:nx-stack"].detail == "2 files: PT_GNU_STACK without PF_X"
+    assert checks["elf:fortify"].detail == (
+        "bin/python3.13 imports 2 __*_chk functions (__memcpy_chk, __snprintf_chk)"
+        "; 1 of 2 files import some"
+    )
+    assert hardening_summary(elves, major_minor="3.13") == {
+        "elf_files": 2,
+        "nx_stack": 2,
+        "relro": 2,
+        "bind_now": 2,
+        "no_textrel": 2,
+        "stack_protector": 1,
+        "fortified": 1,
+        "interpreter": "bin/python3.13",
+        "interpreter_fortified": ["__memcpy_chk", "__snprintf_chk"],
+    }
+
+
+def test_free_threaded_libpython_is_the_interpreter() -> None:
+    elves = (
+        _elf("bin/python3.13", runpath=("$ORIGIN/../lib",), hardening=BARE),
+        _elf("lib/libpython3.so", hardening=BARE),  # the stable-ABI shim: no code of its own
+        _elf("lib/libpython3.13t.so.1.0"),
+    )
+    checks = _by_name(audit_checks(_scan(*elves), major_minor="3.13", arch=None))
+    assert checks["elf:stack-protector"].ok
+    assert checks["elf:stack-protector"].detail.startswith("lib/libpython3.13t.so.1.0 references")
+
+
+def test_hardening_without_interpreter_fails() -> None:
+    checks = _by_name(audit_checks(_scan(_elf("lib/libfoo.so")), major_minor="3.13", arch=None))
+    missing = "neither lib/libpython3.13.so* nor bin/python3.13 to check"
+    assert (checks["elf:stack-protector"].ok, checks["elf:stack-protector"].detail) == (
+        False,
+        missing,
+    )
+    assert (checks["elf:fortify"].ok, checks["elf:fortify"].detail) == (False, missing)
 
 
 # --- containers, with a fake engine ----------------------------------------------------------

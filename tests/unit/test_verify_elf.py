@@ -26,26 +26,65 @@ def gcc() -> str:
     return path
 
 
-def _compile(gcc: str, out: Path, *flags: str, shared: bool = True) -> None:
+# What the farm's build flags do (matrix.yaml build_flags); a test adds one flag after these
+# to undo one property, and gcc/ld let the last flag win.
+HARDENED = ("-O2", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong", "-Wl,-z,relro,-z,now")
+TINY = "int farm_answer(void) { return 42; }\n"
+# Enough for the compiler to guard: a stack array, and calls whose buffer size it knows.
+CORE = """#include <stdio.h>
+#include <string.h>
+int farm_run(const char *arg) {
+    char buf[64];
+    strcpy(buf, arg);
+    char out[32];
+    return snprintf(out, sizeof out, "%s!", buf);
+}
+"""
+MAIN = """int farm_run(const char *arg);
+int main(int argc, char **argv) { return farm_run(argv[0]) - argc; }
+"""
+# Address-sized data in .text with a relocation against a symbol: the loader must patch text.
+TEXTREL = TINY + '__asm__(".text\\n.dc.a farm_answer\\n");\n'
+# A section asking to be writable and executable: ld puts it in a RWX PT_LOAD.
+WX_LOAD = TINY + '__asm__(".section .farm_wx,\\"awx\\",%progbits\\n.byte 0\\n.previous\\n");\n'
+
+
+def _compile(gcc: str, out: Path, *flags: str, shared: bool = True, body: str = TINY) -> None:
     source = out.parent / f"{out.name}.c"
-    body = "int farm_answer(void) { return 42; }\n"
-    if not shared:
-        body += "int main(void) { return farm_answer() - 42; }\n"
     source.write_text(body)
     kind = ["-shared", "-fPIC"] if shared else []
-    subprocess.run([gcc, *kind, "-o", str(out), str(source), *flags], check=True)
+    command = [gcc, *kind, *HARDENED, "-o", str(out), str(source), *flags]
+    subprocess.run(command, check=True, capture_output=True)
     source.unlink()
 
 
-def _runtime_tree(root: Path, gcc: str, *, dynload_flags: tuple[str, ...]) -> Path:
-    """A minimal runtime layout: bin/python3.13 with $ORIGIN/../lib, one lib-dynload module."""
+def _runtime_tree(
+    root: Path,
+    gcc: str,
+    *,
+    dynload_flags: tuple[str, ...],
+    dynload_body: str = TINY,
+    libpython_flags: tuple[str, ...] = (),
+) -> Path:
+    """A minimal runtime layout: bin/python3.13 with $ORIGIN/../lib around a shared
+    lib/libpython3.13.so.1.0, one lib-dynload module."""
     (root / "bin").mkdir(parents=True)
     (root / "include" / "python3.13").mkdir(parents=True)
     dynload = root / "lib" / "python3.13" / "lib-dynload"
     dynload.mkdir(parents=True)
-    _compile(gcc, root / "bin" / "python3.13", "-s", "-Wl,-rpath,$ORIGIN/../lib", shared=False)
+    libpython = root / "lib" / "libpython3.13.so.1.0"
+    _compile(gcc, libpython, "-s", *libpython_flags, body=CORE)
+    _compile(
+        gcc,
+        root / "bin" / "python3.13",
+        "-s",
+        "-Wl,-rpath,$ORIGIN/../lib",
+        str(libpython),
+        shared=False,
+        body=MAIN,
+    )
     (root / "bin" / "python3").symlink_to("python3.13")
-    _compile(gcc, dynload / "_farm.so", *dynload_flags)
+    _compile(gcc, dynload / "_farm.so", *dynload_flags, body=dynload_body)
     (root / "include" / "python3.13" / "pyconfig.h").write_text("#define FARM 1\n")
     return root
 
@@ -61,8 +100,14 @@ def test_stripped_runtime_passes(gcc: str, tmp_path: Path) -> None:
     tree = _runtime_tree(tmp_path / "tree", gcc, dynload_flags=("-Wl,--strip-all",))
     checks, hits = _audit(tree, tmp_path)
     assert all(c.ok for c in checks.values()), checks
-    assert checks["elf:read"].detail == "2 ELF files"
+    assert checks["elf:read"].detail == "3 ELF files"
     assert hits == []
+    # The facts behind the compiler checks come from libpython, not the bare executable.
+    assert checks["elf:stack-protector"].detail.startswith(
+        "lib/libpython3.13.so.1.0 references __stack_chk_fail"
+    )
+    assert "__strcpy_chk" in checks["elf:fortify"].detail
+    assert checks["elf:relro"].detail == "3 files: PT_GNU_RELRO"
 
 
 def test_absolute_rpath_fails_naming_file_and_path(gcc: str, tmp_path: Path) -> None:
@@ -83,6 +128,8 @@ def test_unstripped_library_fails_naming_it(gcc: str, tmp_path: Path) -> None:
     stripped = checks["elf:stripped"]
     assert not stripped.ok
     assert stripped.detail == "1 files have a .symtab: lib/python3.13/lib-dynload/_farm.so"
+    # An unstripped module's .symtab is read too, and changes nothing here.
+    assert all(c.ok for name, c in checks.items() if name != "elf:stripped"), checks
     assert checks["elf:rpath"].ok
 
 
@@ -118,3 +165,101 @@ def test_unreadable_archive_is_a_verification_error(tmp_path: Path) -> None:
     bogus.write_bytes(b"not zstd at all")
     with pytest.raises(VerificationError, match="cannot read the archive"):
         scan_archive(bogus)
+
+
+DYNLOAD = "lib/python3.13/lib-dynload/_farm.so"
+LIBPYTHON = "lib/libpython3.13.so.1.0"
+
+
+@pytest.mark.parametrize(
+    ("where", "flags", "body", "check", "detail"),
+    [
+        pytest.param(
+            "dynload",
+            ("-Wl,-z,execstack",),
+            TINY,
+            "elf:nx-stack",
+            f"1 files: {DYNLOAD}: executable stack (PF_X on PT_GNU_STACK)",
+            id="execstack",
+        ),
+        pytest.param(
+            "dynload",
+            (),
+            WX_LOAD,
+            "elf:wx-load",
+            f"1 files: {DYNLOAD}: writable and executable PT_LOAD",
+            id="wx-load",
+        ),
+        pytest.param(
+            "dynload",
+            ("-Wl,-z,norelro",),
+            TINY,
+            "elf:relro",
+            f"1 files: {DYNLOAD}: no PT_GNU_RELRO",
+            id="norelro",
+        ),
+        pytest.param(
+            "dynload",
+            ("-Wl,-z,lazy",),
+            TINY,
+            "elf:bind-now",
+            f"1 files: {DYNLOAD}: lazy binding (no DT_BIND_NOW, DF_BIND_NOW or DF_1_NOW)",
+            id="lazy",
+        ),
+        pytest.param(
+            "dynload",
+            ("-Wl,-z,notext",),
+            TEXTREL,
+            "elf:textrel",
+            f"1 files: {DYNLOAD}: text relocations (DT_TEXTREL)",
+            id="textrel",
+        ),
+        pytest.param(
+            "libpython",
+            ("-fno-stack-protector",),
+            CORE,
+            "elf:stack-protector",
+            f"{LIBPYTHON}: no __stack_chk_fail (built without -fstack-protector-strong?)",
+            id="no-stack-protector",
+        ),
+        pytest.param(
+            "libpython",
+            ("-U_FORTIFY_SOURCE",),
+            CORE,
+            "elf:fortify",
+            f"{LIBPYTHON}: no __*_chk import (built without -D_FORTIFY_SOURCE=2 -O2?)",
+            id="no-fortify",
+        ),
+    ],
+)
+def test_one_missing_hardening_property_fails_naming_file_and_property(
+    gcc: str,
+    tmp_path: Path,
+    where: str,
+    flags: tuple[str, ...],
+    body: str,
+    check: str,
+    detail: str,
+) -> None:
+    if where == "dynload":
+        tree = _runtime_tree(
+            tmp_path / "tree", gcc, dynload_flags=("-s", *flags), dynload_body=body
+        )
+    else:
+        tree = _runtime_tree(tmp_path / "tree", gcc, dynload_flags=("-s",), libpython_flags=flags)
+    checks, _ = _audit(tree, tmp_path)
+    assert checks[check].detail.startswith(detail), checks[check]
+    assert {name for name, c in checks.items() if not c.ok} == {check}
+
+
+def test_object_files_are_not_judged(gcc: str, tmp_path: Path) -> None:
+    """CPython installs config-X.Y/python.o: no program headers, nothing to load."""
+    tree = _runtime_tree(tmp_path / "tree", gcc, dynload_flags=("-s",))
+    config = tree / "lib" / "python3.13" / "config-3.13"
+    config.mkdir()
+    _compile(gcc, config / "python.o", "-c", shared=False, body=TINY)
+    checks, _ = _audit(tree, tmp_path)
+    assert checks["elf:read"].detail == "4 ELF files"
+    # An object file keeps its .symtab (the linker needs it); the hardening checks skip it.
+    assert {name for name, c in checks.items() if not c.ok} == {"elf:stripped"}
+    assert checks["elf:relro"].detail == "3 files: PT_GNU_RELRO"
