@@ -36,6 +36,7 @@ from orchestrator.buildspec import (
     recipe_digest,
 )
 from orchestrator.errors import CellBuildError, DockerError, UnsafeArchiveError
+from orchestrator.fsutil import remove_tree
 from orchestrator.images import LABEL_PREFIX
 from orchestrator.redact import redact
 from orchestrator.safetar import extract_untrusted
@@ -216,7 +217,7 @@ def run_build_container(
             take_back(prefix_dir, user)
             if scratch is not None:
                 take_back(scratch, user)
-                shutil.rmtree(scratch, ignore_errors=True)
+                remove_tree(scratch, ignore_errors=True)
         seconds = time.monotonic() - started
         log.write(f"# exit {code} after {seconds:.0f} s\n")
     if watchdog is not None and watchdog.timed_out:
@@ -269,7 +270,7 @@ def _snapshot_recipe(dest: Path) -> Path:
 
 
 def _fresh_dir(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
 
@@ -314,7 +315,7 @@ def _copy_out(container: Container, prefix_dir: Path) -> None:
     goes through the strict extractor, and nothing of a refused tree is kept."""
     stream, _ = container.get_archive(INSTALL_PREFIX)
     staging = prefix_dir.parent / ".copy-out"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     name = Path(INSTALL_PREFIX).name
     try:
@@ -334,7 +335,7 @@ def _copy_out(container: Container, prefix_dir: Path) -> None:
     except tarfile.TarError as exc:
         raise CellBuildError(f"the build container's install tree is not a tar: {exc}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
 
 
 def remove_container(container: Container) -> None:
