@@ -155,6 +155,10 @@ def run_build_container(
                 **confinement(user, scratch_dir=scratch),
                 nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
                 mem_limit=limits.memory_bytes,
+                # Memory + swap = the limit: no swap at all. Docker's default (as much swap
+                # again) lets a build over its limit thrash on a host with swap for hours
+                # instead of stopping with "out of memory".
+                memswap_limit=limits.memory_bytes,
                 platform=cell.arch.docker_platform,
                 detach=True,
             )
