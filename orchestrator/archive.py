@@ -25,7 +25,7 @@ from typing import IO, BinaryIO, cast
 import zstandard
 
 from orchestrator.errors import PackagingError
-from orchestrator.fsutil import fsync_dir, write_atomic
+from orchestrator.fsutil import fsync_dir, walk_tree, write_atomic
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -273,23 +273,20 @@ def _checked_link_target(entry: _Entry, root: str) -> str:
     return target
 
 
-def _walk(directory: str, arcdir: str = ".") -> Iterator[_Entry]:
-    """Depth-first, names sorted bytewise within each directory, a directory before its contents
-    (the order of GNU tar's --sort=name); symlinks are not followed."""
-    try:
-        with os.scandir(directory) as it:
-            children = sorted(it, key=lambda e: os.fsencode(e.name))
-    except OSError as exc:
-        raise PackagingError(f"cannot list {directory}: {exc.strerror or exc}") from None
-    for child in children:
+def _walk(directory: str) -> Iterator[_Entry]:
+    """Everything below `directory` in archive order (fsutil.walk_tree: iterative, so depth is
+    bounded by PATH_MAX, not by Python's recursion limit)."""
+    walk = walk_tree(directory)
+    while True:
         try:
-            st = child.stat(follow_symlinks=False)
+            found = next(walk, None)
         except OSError as exc:
-            raise PackagingError(f"cannot stat {child.path}: {exc.strerror or exc}") from None
-        entry = _Entry(path=child.path, arcname=f"{arcdir}/{child.name}", st=st)
-        yield entry
-        if stat.S_ISDIR(st.st_mode):
-            yield from _walk(child.path, entry.arcname)
+            where = exc.filename or directory
+            raise PackagingError(f"cannot read {where}: {exc.strerror or exc}") from None
+        if found is None:
+            return
+        path, relative, st = found
+        yield _Entry(path=path, arcname=f"./{relative}", st=st)
 
 
 def _check_tree(tree: Path) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import tarfile
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from orchestrator.buildspec import BuildSpec, build_spec, installed_recipe_diges
 from orchestrator.cellbuild import Limits, Transfer, run_build_container
 from orchestrator.errors import SourceError
 from orchestrator.fingerprint import fingerprint, fingerprint_inputs
-from orchestrator.fsutil import write_atomic
+from orchestrator.fsutil import remove_tree, write_atomic
 from orchestrator.images import BuiltImage, ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix
@@ -150,7 +149,7 @@ def build_cell(
 
     work = layout.work(cell.id)
     if work.exists():
-        shutil.rmtree(work)
+        remove_tree(work)
     prefix = work / "prefix"
     log_path = layout.cell_log(cell.id)
     progress(f"building in a container ({spec.profile_name} profile, log: {log_path})")
@@ -196,7 +195,7 @@ def build_cell(
         ),
     )
     if not options.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work, ignore_errors=True)
     return result
 
 

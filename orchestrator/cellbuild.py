@@ -36,6 +36,7 @@ from orchestrator.buildspec import (
     recipe_digest,
 )
 from orchestrator.errors import CellBuildError, DockerError, UnsafeArchiveError
+from orchestrator.fsutil import remove_tree
 from orchestrator.images import LABEL_PREFIX
 from orchestrator.redact import redact
 from orchestrator.safetar import extract_untrusted, open_tar_stream
@@ -154,6 +155,10 @@ def run_build_container(
                 **confinement(user, scratch_dir=scratch),
                 nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
                 mem_limit=limits.memory_bytes,
+                # Memory + swap = the limit: no swap at all. Docker's default (as much swap
+                # again) lets a build over its limit thrash on a host with swap for hours
+                # instead of stopping with "out of memory".
+                memswap_limit=limits.memory_bytes,
                 platform=cell.arch.docker_platform,
                 detach=True,
             )
@@ -216,7 +221,7 @@ def run_build_container(
             take_back(prefix_dir, user)
             if scratch is not None:
                 take_back(scratch, user)
-                shutil.rmtree(scratch, ignore_errors=True)
+                remove_tree(scratch, ignore_errors=True)
         seconds = time.monotonic() - started
         log.write(f"# exit {code} after {seconds:.0f} s\n")
     if watchdog is not None and watchdog.timed_out:
@@ -269,7 +274,7 @@ def _snapshot_recipe(dest: Path) -> Path:
 
 
 def _fresh_dir(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
 
@@ -314,7 +319,7 @@ def _copy_out(container: Container, prefix_dir: Path) -> None:
     goes through the strict extractor, and nothing of a refused tree is kept."""
     stream, _ = container.get_archive(INSTALL_PREFIX)
     staging = prefix_dir.parent / ".copy-out"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     name = Path(INSTALL_PREFIX).name
     try:
@@ -334,7 +339,7 @@ def _copy_out(container: Container, prefix_dir: Path) -> None:
     except tarfile.TarError as exc:
         raise CellBuildError(f"the build container's install tree is not a tar: {exc}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
 
 
 def remove_container(container: Container) -> None:

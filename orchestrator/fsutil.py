@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.errors import OutputError
@@ -49,3 +51,51 @@ def write_atomic(path: Path, source: bytes | Path) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def walk_tree(top: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(path, name relative to `top` with '/', lstat) of everything below `top`: depth first,
+    a directory before its contents, names sorted bytewise within a directory (GNU tar's
+    --sort=name); symlinks are not followed.
+
+    Iterative, with an explicit stack: an install tree comes out of an untrusted container,
+    and one thousands of directories deep must not end in a RecursionError (os.walk, rglob
+    and a recursive generator all stop near depth 1000). Raises OSError, with the path."""
+    stack = [(iter(_sorted_children(top)), "")]
+    while stack:
+        children, above = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            continue
+        st = child.stat(follow_symlinks=False)
+        relative = above + child.name
+        yield child.path, relative, st
+        if stat.S_ISDIR(st.st_mode):
+            stack.append((iter(_sorted_children(child.path)), relative + "/"))
+
+
+def _sorted_children(directory: str) -> list[os.DirEntry[str]]:
+    with os.scandir(directory) as it:
+        return sorted(it, key=lambda entry: os.fsencode(entry.name))
+
+
+def remove_tree(path: Path, *, ignore_errors: bool = False) -> None:
+    """shutil.rmtree for trees a build container wrote: those may be deeper than rmtree's
+    recursion allows (a RecursionError that ignore_errors does not cover); removed bottom-up
+    from walk_tree's listing then."""
+    try:
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+        return
+    except RecursionError:
+        pass
+    try:
+        for child, _relative, st in reversed(list(walk_tree(os.fspath(path)))):
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(child)
+            else:
+                os.unlink(child)
+        os.rmdir(path)
+    except OSError:
+        if not ignore_errors:
+            raise

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -147,28 +147,63 @@ def ensure_image(
     with tempfile.TemporaryDirectory(prefix="farm-context-") as context:
         # A minimal context: only what the Dockerfile COPYs, so nothing else can change images.
         (Path(context) / "extra-ca.crt").write_bytes(plan.extra_ca)
-        command = [
-            "docker", "buildx", "build",
-            "--platform", plan.arch.docker_platform,
-            "--target", plan.target,
-            "--build-arg", f"BASE_IMAGE={plan.base_image}",
-            "--label", f"{LABEL_PREFIX}.stack={plan.stack_name}",
-            "--label", f"{LABEL_PREFIX}.arch={plan.arch.value}",
-            "--label", f"{LABEL_PREFIX}.target={plan.target}",
-            "--label", f"{LABEL_PREFIX}.content-hash={plan.content_hash}",
-            "--progress", "plain",
-            "--load",
-            "-t", plan.tag,
-            "-f", str(plan.dockerfile),
-            context,
-        ]  # fmt: skip
-        env = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else None
-        _run_logged(command, log_path=log_path, echo=echo, what=plan.tag, env=env)
+        _run_logged(
+            buildx_command(plan, context=context),
+            log_path=log_path,
+            echo=echo,
+            what=plan.tag,
+            env=buildx_environment(os.environ, docker_host=docker_host),
+        )
     try:
         image_id = str(client.images.get(plan.tag).id)
     except docker.errors.ImageNotFound:
         raise ImageBuildError(f"buildx reported success but {plan.tag} is not loaded") from None
     return BuiltImage(plan=plan, image_id=image_id, reused=False)
+
+
+# What the buildx client may see of the host's environment: enough to reach the engine (a
+# local socket, TLS or ssh) and a proxy. Nothing else: credentials have no business there,
+# buildx passes SOURCE_DATE_EPOCH into the build as an argument (images would then differ
+# under one content-hash tag), and BUILDX_BUILDER or DOCKER_CONTEXT would pick another builder.
+BUILDX_ENVIRONMENT = (
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "XDG_RUNTIME_DIR",
+    "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "SSH_AUTH_SOCK",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)  # fmt: skip
+
+
+def buildx_command(plan: ImagePlan, *, context: str) -> list[str]:
+    """`docker buildx build` for one image, with no more privilege than apt needs.
+
+    `--builder default` is the engine's own BuildKit (the docker driver): no separate
+    buildkitd container, which buildx runs privileged, and no entitlements a builder created
+    elsewhere may allow. No `--allow`: no host network, no insecure (privileged) RUN steps.
+    The RUN steps keep the default network, as apt must download packages; BuildKit offers no
+    way to drop their root or capabilities, which dpkg needs."""
+    return [
+        "docker", "buildx", "build",
+        "--builder", "default",
+        "--platform", plan.arch.docker_platform,
+        "--target", plan.target,
+        "--build-arg", f"BASE_IMAGE={plan.base_image}",
+        "--label", f"{LABEL_PREFIX}.stack={plan.stack_name}",
+        "--label", f"{LABEL_PREFIX}.arch={plan.arch.value}",
+        "--label", f"{LABEL_PREFIX}.target={plan.target}",
+        "--label", f"{LABEL_PREFIX}.content-hash={plan.content_hash}",
+        "--progress", "plain",
+        "--load",
+        "-t", plan.tag,
+        "-f", str(plan.dockerfile),
+        context,
+    ]  # fmt: skip
+
+
+def buildx_environment(environ: Mapping[str, str], *, docker_host: str | None) -> dict[str, str]:
+    """The allow-listed part of `environ`; `docker_host` (the cell's engine) wins."""
+    env = {name: environ[name] for name in BUILDX_ENVIRONMENT if name in environ}
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    return env
 
 
 def _run_logged(

@@ -7,12 +7,14 @@ farm itself needs: the fingerprint (to skip unchanged cells) and the exact build
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from orchestrator.archive import ArchiveInfo
 from orchestrator.buildspec import BuildSpec
-from orchestrator.fsutil import write_atomic
+from orchestrator.fsutil import walk_tree, write_atomic
 
 METADATA_FORMAT = 1
 
@@ -29,11 +31,12 @@ def tree_sizes(tree: Path, major_minor: str) -> dict[str, int]:
         "other": 0,
     }
     stdlib = Path("lib") / f"python{major_minor}"
-    for path in tree.rglob("*"):
-        if path.is_symlink() or not path.is_file():
+    # walk_tree, not rglob: a tree deeper than Python's recursion limit is measured too.
+    for _path, relative, st in walk_tree(os.fspath(tree)):
+        if not stat.S_ISREG(st.st_mode):
             continue
-        rel = path.relative_to(tree)
-        size = path.stat().st_size
+        rel = Path(relative)
+        size = st.st_size
         if rel.parts[0] == "bin":
             key = "bin"
         elif rel.parts[0] == "include":

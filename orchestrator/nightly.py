@@ -28,7 +28,7 @@ from orchestrator.layout import Layout
 from orchestrator.matrix import Arch, Cell, Matrix
 from orchestrator.progress import CellOutcome, Reporter, Result
 from orchestrator.publish.manifests import manifest_key, runtime_entries
-from orchestrator.publish.publisher import Publisher, load_artifact
+from orchestrator.publish.publisher import LocalArtifact, Publisher, load_artifact
 from orchestrator.publish.record import cell_identity
 from orchestrator.publish.store import ObjectStore
 
@@ -202,11 +202,17 @@ class Nightly:
             self.reporter.finished(outcome)
         if not todo:
             return outcomes
-        broken_images = self._ensure_images(todo)
+        # Cells an earlier run built but did not publish need no image and no container.
+        reusable = {
+            item.cell.id: artifact
+            for item in todo
+            if (artifact := self.current_local_artifact(item)) is not None
+        }
+        broken_images = self._ensure_images([i for i in todo if i.cell.id not in reusable])
         runnable = []
         for item in todo:
             key = (item.cell.stack_name, item.cell.arch)
-            if key in broken_images:
+            if key in broken_images and item.cell.id not in reusable:
                 outcome = CellOutcome(
                     cell=item.cell.id, result="failed", seconds=0, reason=broken_images[key]
                 )
@@ -214,7 +220,7 @@ class Nightly:
                 self.reporter.finished(outcome)
             else:
                 runnable.append(item)
-        outcomes += self._run_pool(runnable)
+        outcomes += self._run_pool(runnable, reusable)
         return outcomes
 
     def _ensure_images(self, todo: list[PreparedCell]) -> dict[tuple[str, Arch], str]:
@@ -236,11 +242,13 @@ class Nightly:
                 broken[key] = f"builder image: {exc}"
         return broken
 
-    def _run_pool(self, todo: list[PreparedCell]) -> list[CellOutcome]:
+    def _run_pool(
+        self, todo: list[PreparedCell], reusable: dict[str, LocalArtifact]
+    ) -> list[CellOutcome]:
         outcomes: list[CellOutcome] = []
         with ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="cell") as pool:
             futures: dict[Future[CellOutcome], PreparedCell] = {
-                pool.submit(self._one, item): item for item in todo
+                pool.submit(self._one, item, reusable.get(item.cell.id)): item for item in todo
             }
             try:
                 pending = set(futures)
@@ -274,25 +282,48 @@ class Nightly:
                 except Exception as exc:
                     self.reporter.message(f"could not remove {container.name}: {exc}")
 
-    def _one(self, item: PreparedCell) -> CellOutcome:
+    def current_local_artifact(self, item: PreparedCell) -> LocalArtifact | None:
+        """The cell's local artifact when it is complete, verified and built from the same
+        inputs (same fingerprint): a run that built it and then failed to publish. Publishing
+        it is all that is left; a rebuild would give the same bytes, hours later."""
+        cell = item.cell
+        record = self.layout.artifacts / f"{cell.archive_stem}.json"
+        if self.publisher is None or self.options.force or not record.is_file():
+            return None
+        try:
+            artifact = load_artifact(
+                self.layout.artifacts, cell.archive_name, expect=cell_identity(cell)
+            )
+        except FarmError:
+            return None  # incomplete or damaged: built again
+        return artifact if artifact.record.get("fingerprint") == item.fingerprint else None
+
+    def _one(self, item: PreparedCell, artifact: LocalArtifact | None = None) -> CellOutcome:
         cell = item.cell
         started = time.monotonic()
         log = str(self.layout.cell_log(cell.id))
         if self.cancel.is_set():
             return CellOutcome(cell=cell.id, result="cancelled", seconds=0, reason="not started")
         self.reporter.phase(cell.id, "start")
+        reason = ""
         try:
-            result = self._retry.copy()(
-                build_cell,
-                self.matrix,
-                cell,
-                client=self.client_for(cell.arch),
-                layout=self.layout,
-                options=self.options.build,
-                progress=lambda line: self.reporter.phase(cell.id, line),
-                prepared=item,
-                docker_host=self.engines.url(cell.arch),
-            )
+            if artifact is not None:
+                reason = "built by an earlier run from the same inputs; published now"
+                self.reporter.phase(cell.id, f"reusing {artifact.archive} (same fingerprint)")
+                size, sha256 = int(artifact.record["size"]), artifact.sha256
+            else:
+                result = self._retry.copy()(
+                    build_cell,
+                    self.matrix,
+                    cell,
+                    client=self.client_for(cell.arch),
+                    layout=self.layout,
+                    options=self.options.build,
+                    progress=lambda line: self.reporter.phase(cell.id, line),
+                    prepared=item,
+                    docker_host=self.engines.url(cell.arch),
+                )
+                size, sha256 = result.archive.size, result.archive.sha256
             if self.cancel.is_set():
                 raise Interrupted("cancelled before publishing")
             action = None
@@ -300,12 +331,10 @@ class Nightly:
                 self.reporter.phase(cell.id, "publishing")
                 # The published archive (if any) was built from other inputs: this run's
                 # whole point is to replace it. The replacement is recorded in its .json.
-                outcome = self.publisher.publish(
-                    load_artifact(
-                        self.layout.artifacts, cell.archive_name, expect=cell_identity(cell)
-                    ),
-                    force=True,
+                artifact = artifact or load_artifact(
+                    self.layout.artifacts, cell.archive_name, expect=cell_identity(cell)
                 )
+                outcome = self.publisher.publish(artifact, force=True)
                 action = outcome.action
         except FarmError as exc:
             result_kind: Result = "cancelled" if self.cancel.is_set() else "failed"
@@ -321,14 +350,21 @@ class Nightly:
             cell=cell.id,
             result="built",
             seconds=time.monotonic() - started,
-            size=result.archive.size,
-            sha256=result.archive.sha256,
+            reason=reason,
+            size=size,
+            sha256=sha256,
             fingerprint=item.fingerprint,
             published=action,
             log=log,
         )
 
 
-def with_limits(options: BuildOptions, machine: Machine, jobs: int) -> BuildOptions:
+def with_limits(
+    options: BuildOptions, machine: Machine, jobs: int, *, memory_bytes: int | None = None
+) -> BuildOptions:
+    """The machine split evenly over `jobs` cells; `memory_bytes` (--memory) replaces the
+    memory share, for a machine that also does other work."""
     limits = machine.limits_for(jobs)
+    if memory_bytes is not None:
+        limits = replace(limits, memory_bytes=memory_bytes)
     return replace(options, limits=limits, jobs=max(1, int(limits.cpus or 1)))

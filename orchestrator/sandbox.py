@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.fsutil import walk_tree
+
 # The uid/gid build and verify containers run as when the farm itself runs as root (CI, the
 # README's set-up). Outside the range distributions give to system or login users, so a file
 # left behind by mistake is recognisable; ownership is mapped back to the caller afterwards.
@@ -86,6 +88,5 @@ def take_back(path: Path, user: SandboxUser) -> None:
         return
     uid, gid = os.getuid(), os.getgid()
     os.lchown(path, uid, gid)
-    for root, dirs, files in os.walk(path):
-        for name in (*dirs, *files):
-            os.lchown(os.path.join(root, name), uid, gid)
+    for child, _relative, _st in walk_tree(os.fspath(path)):  # any depth, no recursion
+        os.lchown(child, uid, gid)

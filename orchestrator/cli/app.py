@@ -111,6 +111,13 @@ def timeout_option(command: F) -> F:
     )(command)
 
 
+def memory_option(help_text: str) -> Callable[[F], F]:
+    """--memory in GB, shared by `build` and `nightly` (a cell's container limit, no swap)."""
+    return click.option(
+        "--memory", "memory_gb", type=FiniteRange(min=0.5, max=64 * 1024), help=help_text
+    )
+
+
 # Publishing flags that say how to publish, not where.
 NOT_TARGET = ("force", "dry_run", "sweep_after")
 

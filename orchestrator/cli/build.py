@@ -14,6 +14,7 @@ from orchestrator.cli.app import (
     FiniteRange,
     cell_progress,
     cli,
+    memory_option,
     pass_context,
     publish_options,
     resolve_publish_target,
@@ -33,9 +34,7 @@ from orchestrator.cli.publish import publish_cells
     help="make -j inside the container.",
 )
 @click.option("--cpus", type=FiniteRange(min=0.1, max=1024), help="CPU limit for the container.")
-@click.option(
-    "--memory", "memory_gb", type=FiniteRange(min=0.5, max=64 * 1024), help="Memory limit, GB."
-)
+@memory_option("Memory limit of the build container, GB (no swap beyond it).")
 @timeout_option
 @click.option(
     "--extra-ca",

@@ -12,6 +12,7 @@ from rich.console import Console
 from orchestrator.cli.app import (
     Context,
     cli,
+    memory_option,
     pass_context,
     publish_options,
     resolve_publish_target,
@@ -63,6 +64,10 @@ from orchestrator.errors import RunFailed
     help="How inputs/outputs reach build containers: bind mounts (local engine) or "
     "copies through the API (remote engines).",
 )
+@memory_option(
+    "Memory limit of each build container, GB, no swap beyond it (default: 90% of the "
+    "machine's memory split over --jobs)."
+)
 @timeout_option
 @publish_options
 @pass_context
@@ -78,6 +83,7 @@ def nightly(
     engines: tuple[str, ...],
     extra_ca: Path | None,
     transfer: str,
+    memory_gb: float | None,
     timeout_minutes: float | None,
     **target: Any,
 ) -> None:
@@ -86,7 +92,9 @@ def nightly(
     Each cell's fingerprint hashes everything that can change its output (source sha256,
     rendered Dockerfile, base image id, build recipe, profile, flags, recipe_version). A
     cell whose published manifest entry carries the same fingerprint is skipped without a
-    container or an upload; --force rebuilds and republishes anyway. Builder images are
+    container or an upload; --force rebuilds and republishes anyway. A cell whose local
+    artifact is complete, verified and has the same fingerprint (an earlier run built it,
+    then publishing failed) is published without a rebuild. Builder images are
     built once per stack and arch first. A cell that runs longer than its profile's
     timeout_minutes (or --timeout) is killed and fails. One failed cell does not stop the
     others; the exit status is 11 when any cell failed. Ctrl-C / SIGTERM removes running
@@ -121,6 +129,7 @@ def nightly(
         ),
         machine,
         jobs,
+        memory_bytes=int(memory_gb * 1024**3) if memory_gb else None,
     )
     pool = EnginePool({**matrix.model.engines, **parse_engine_options(engines)})
     reporter = make_reporter([c.id for c in cells])
@@ -146,7 +155,9 @@ def nightly(
             todo, outcomes = runner.plan(cells)
             reporter.close()
             for item in todo:
-                click.echo(f"build   {item.cell.id}  fingerprint {item.fingerprint[:16]}")
+                # Built earlier from the same inputs, not yet published: publish only.
+                verb = "publish" if runner.current_local_artifact(item) else "build"
+                click.echo(f"{verb:<7} {item.cell.id}  fingerprint {item.fingerprint[:16]}")
             for outcome in outcomes:
                 click.echo(f"{outcome.result:<7} {outcome.cell}  {outcome.reason}")
             return

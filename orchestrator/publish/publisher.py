@@ -27,6 +27,7 @@ from typing import Any, Literal
 from orchestrator.archive import sha256_of
 from orchestrator.errors import PublishError
 from orchestrator.publish.manifests import (
+    REPAIR_HINT,
     dumps,
     manifest_entry,
     manifest_key,
@@ -415,6 +416,9 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
         if entry is None:
             problems.append(f"{name}: not in the manifest")
             continue
+        if damage := _entry_damage(entry):
+            problems.append(f"{name}: its entry in {where} {damage}; {REPAIR_HINT}")
+            continue
         key = prefix + name
         head = store.head(key)
         if head is None:
@@ -433,6 +437,30 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
                 parse_document(store.describe(uv_key_name), uv_found[0]) if uv_found else {}
             )
         uv_name = f"cpython-{entry['version']}-linux-{UV_ARCH[entry['arch']]}-gnu"
-        if uv_docs[uv_key_name].get(uv_name, {}).get("sha256") != entry["sha256"]:
-            problems.append(f"{name}: {uv_key_name} does not list it with the same sha256")
+        uv_entry = uv_docs[uv_key_name].get(uv_name)
+        uv_where = store.describe(uv_key_name)
+        if uv_entry is None:
+            problems.append(f"{name}: {uv_where} does not list {uv_name}")
+        elif not isinstance(uv_entry, dict) or not isinstance(uv_entry.get("sha256"), str):
+            # One damaged entry is a line naming it, not an AttributeError for every cell.
+            problems.append(
+                f"{name}: {uv_where} entry {uv_name} is not an object with a sha256; {REPAIR_HINT}"
+            )
+        elif uv_entry["sha256"] != entry["sha256"]:
+            problems.append(f"{name}: {uv_where} lists {uv_name} with another sha256")
     return problems
+
+
+def _entry_damage(entry: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest entry check_published relies on, or None."""
+    from orchestrator.publish.manifests import UV_ARCH
+
+    for name in ("version", "stack", "sha256"):
+        if not isinstance(entry.get(name), str):
+            return f"has no string {name!r}"
+    size = entry.get("size")
+    if not isinstance(size, int) or isinstance(size, bool):
+        return "has no integer 'size'"
+    if entry.get("arch") not in UV_ARCH:
+        return f"has an unknown 'arch' {str(entry.get('arch'))[:20]!r}"
+    return None

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -159,6 +160,22 @@ class DirectoryStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @contextmanager
+    def _read_locked(self) -> Iterator[None]:
+        """A shared lock for reads, taken through a read-only descriptor: a store on a
+        read-only mount (or one the reader may not write) can still be read and checked.
+        Without a lock file no writer has run here yet; writes are renames anyway."""
+        try:
+            fd = os.open(self.root / ".farm-lock", os.O_RDONLY)
+        except FileNotFoundError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def head(self, key: str) -> StoredObject | None:
         path = self._path(key)
         meta_path = self._meta_path(key)
@@ -181,7 +198,7 @@ class DirectoryStore:
         )
 
     def get(self, key: str) -> tuple[bytes, str] | None:
-        with self._locked():
+        with self._read_locked():
             found = self.head(key)
             if found is None:
                 return None

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -461,3 +462,70 @@ def test_write_error_becomes_packaging_error(
     with pytest.raises(PackagingError, match=r"cannot write .*tmpfile: No space left"):
         sink.write(b"x")
     assert sink.size == 0
+
+
+# --- deep trees (finding 9: a tree 1500 directories deep gave a RecursionError) -------------
+
+DEEP = 1500  # beyond Python's default recursion limit of 1000
+
+
+@pytest.fixture
+def deep_tree(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path/deep/d/d/.../d/f, DEEP directories below; removed afterwards (pytest's own
+    clean-up of tmp_path uses shutil.rmtree, which recurses)."""
+    from orchestrator.fsutil import remove_tree
+
+    yield _deep_tree(tmp_path / "deep")
+    remove_tree(tmp_path / "deep", ignore_errors=True)
+
+
+def _deep_tree(root: Path, depth: int = DEEP) -> Path:
+    # Relative mkdirs: os.makedirs would itself recurse.
+    root.mkdir()
+    here = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=here)
+            below = os.open("d", os.O_RDONLY, dir_fd=here)
+            os.close(here)
+            here = below
+        fd = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=here)
+        os.write(fd, b"bottom\n")
+        os.close(fd)
+    finally:
+        os.close(here)
+    return root
+
+
+def test_a_tree_1500_directories_deep_is_packed(deep_tree: Path, tmp_path: Path) -> None:
+    info = pack(deep_tree, tmp_path / "x.tar.zst")
+    members = read_members(info.path)
+    assert info.members == DEEP + 1
+    assert members[-1][0].name == "./" + "d/" * DEEP + "f" and members[-1][1] == b"bottom\n"
+    assert [m.name.count("/") for m, _ in members] == list(range(1, DEEP + 2))
+
+
+def test_the_deep_walk_keeps_the_order_of_the_recursive_one(tree: Path, tmp_path: Path) -> None:
+    # Depth first, a directory before its contents, names bytewise: GNU tar's --sort=name.
+    names = [m.name for m, _ in read_members(pack(tree, tmp_path / "x.tar.zst").path)]
+    expected = sorted(
+        ("./" + p.relative_to(tree).as_posix() for p in tree.rglob("*")),
+        key=lambda name: [os.fsencode(part) for part in name.split("/")],
+    )
+    assert names == expected
+
+
+def test_tree_sizes_of_a_deep_tree(deep_tree: Path) -> None:
+    from orchestrator.metadata import tree_sizes
+
+    sizes = tree_sizes(deep_tree, "3.13")
+    assert sizes["other"] == len(b"bottom\n") == sizes["total"]
+
+
+def test_a_deep_tree_is_removed(deep_tree: Path) -> None:
+    from orchestrator.fsutil import remove_tree
+
+    with pytest.raises(RecursionError):
+        shutil.rmtree(deep_tree)  # why remove_tree exists
+    remove_tree(deep_tree)
+    assert not deep_tree.exists()

@@ -178,3 +178,53 @@ def test_damaged_store_metadata_is_one_line(tmp_path: Path) -> None:
     meta.write_text('{"sha256": "no etag"}')
     with pytest.raises(PublishError, match=r"metadata .* is damaged"):
         store.head(PREFIX + name)
+
+
+UV_DAMAGE = {
+    "entry a string": lambda doc, key: {**doc, key: "not an object"},
+    "entry a list": lambda doc, key: {**doc, key: [1, 2]},
+    "entry without sha256": lambda doc, key: {**doc, key: {"name": "cpython"}},
+    "sha256 a number": lambda doc, key: {**doc, key: {**doc[key], "sha256": 7}},
+}
+
+
+@pytest.mark.parametrize("damage", UV_DAMAGE.values(), ids=UV_DAMAGE.keys())
+def test_check_published_names_a_damaged_uv_entry(tmp_path: Path, damage: Any) -> None:
+    from orchestrator.publish.publisher import check_published
+
+    store = DirectoryStore(tmp_path / "store")
+    name = make_artifact(tmp_path / "a")
+    _publisher(store).publish(load_artifact(tmp_path / "a", name))
+    uv_path = store.root / uv_metadata_key(PREFIX, "debian-12", "amd64")
+    document = json.loads(uv_path.read_text())
+    (key,) = document
+    uv_path.write_text(json.dumps(damage(document, key)))
+    problems = check_published(store, PREFIX, [name])
+    assert len(problems) == 1 and "\n" not in problems[0]
+    assert key in problems[0] and "download-metadata.json" in problems[0]
+
+
+MANIFEST_ENTRY_DAMAGE = {
+    "no size": lambda entry: {k: v for k, v in entry.items() if k != "size"},
+    "size a string": lambda entry: {**entry, "size": "12"},
+    "no sha256": lambda entry: {k: v for k, v in entry.items() if k != "sha256"},
+    "no stack": lambda entry: {k: v for k, v in entry.items() if k != "stack"},
+    "arch unknown": lambda entry: {**entry, "arch": "riscv64"},
+    "no version": lambda entry: {k: v for k, v in entry.items() if k != "version"},
+}
+
+
+@pytest.mark.parametrize("damage", MANIFEST_ENTRY_DAMAGE.values(), ids=MANIFEST_ENTRY_DAMAGE.keys())
+def test_check_published_names_a_damaged_manifest_entry(tmp_path: Path, damage: Any) -> None:
+    from orchestrator.publish.publisher import check_published
+
+    store = DirectoryStore(tmp_path / "store")
+    name = make_artifact(tmp_path / "a")
+    _publisher(store).publish(load_artifact(tmp_path / "a", name))
+    manifest_path = store.root / manifest_key(PREFIX)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["runtimes"] = [damage(r) for r in manifest["runtimes"]]
+    manifest_path.write_text(json.dumps(manifest))
+    problems = check_published(store, PREFIX, [name])
+    assert len(problems) == 1 and "\n" not in problems[0]
+    assert name in problems[0] and "manifest.json" in problems[0]

@@ -88,3 +88,24 @@ def test_watchdog_without_limits_starts_no_thread() -> None:
     before = threading.active_count()
     with Watchdog(kill=lambda: None, timeout=None, stall_after=None, report=print):
         assert threading.active_count() == before
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="mapping ownership back needs root")
+def test_take_back_walks_a_tree_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
+    from orchestrator.fsutil import remove_tree
+
+    tree = tmp_path / "prefix"
+    tree.mkdir()
+    here = os.open(tree, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=here)
+        os.chown("d", SANDBOX_UID, SANDBOX_UID, dir_fd=here)
+        below = os.open("d", os.O_RDONLY, dir_fd=here)
+        os.close(here)
+        here = below
+    try:
+        take_back(tree, SandboxUser(SANDBOX_UID, SANDBOX_UID))
+        assert os.fstat(here).st_uid == 0  # the deepest directory
+    finally:
+        os.close(here)
+        remove_tree(tree)
