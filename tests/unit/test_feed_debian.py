@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.errors import FeedError
 from orchestrator.matrix.schema import DebianSourcesFeedSettings
-from orchestrator.sources.feeds import FeedUnavailable
+from orchestrator.sources.feeds import FeedUnavailable, debian
 from orchestrator.sources.feeds.debian import DebianSourcesFeed
 from tests.feeds_support import DebianPackage, write_debian_suite
 from tests.gpg_support import ThrowawayKey, make_key
@@ -96,6 +96,25 @@ def test_truncated_index_is_one_error(tmp_path: Path) -> None:
     index = write_debian_suite(tmp_path, "sid", PACKAGES)
     index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
     with pytest.raises(FeedError, match="not a readable xz index"):
+        _feed(tmp_path).releases()
+
+
+def test_an_xz_bomb_stops_at_the_text_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = write_debian_suite(tmp_path, "sid", PACKAGES)
+    # Real stanzas, then 64 MiB of blank lines: ~10 KB of xz, far over the (lowered) limit.
+    text = lzma.decompress(index.read_bytes()) + b"\n" * (64 * 2**20)
+    index.write_bytes(lzma.compress(text, preset=1))
+    monkeypatch.setattr(debian, "INDEX_TEXT_LIMIT", 2**20)
+    with pytest.raises(FeedError, match="decompresses to more than 1 MiB"):
+        _feed(tmp_path).releases()
+
+
+def test_a_line_without_end_is_refused_before_it_fills_memory(tmp_path: Path) -> None:
+    index = write_debian_suite(tmp_path, "sid", PACKAGES)
+    index.write_bytes(lzma.compress(b"Package: python3.13\nX: " + b"a" * (3 * 2**20), preset=1))
+    with pytest.raises(FeedError, match="has a line over 1 MiB"):
         _feed(tmp_path).releases()
 
 

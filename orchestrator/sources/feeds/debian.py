@@ -13,9 +13,8 @@ from __future__ import annotations
 import lzma
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
 
 from debian.deb822 import Sources
 
@@ -31,6 +30,10 @@ PACKAGE = re.compile(r"^Package: python3\.\d+$")
 DEBIAN_UPSTREAM = re.compile(r"^(?P<release>\d+\.\d+\.\d+)(?:~(?P<pre>(?:a|b|rc)\d+))?$")
 INRELEASE_LIMIT = 4 * 1024 * 1024
 INDEX_LIMIT = 256 * 1024 * 1024  # sid's Sources.xz is ~11 MB
+# Decompressed, sid's index is ~70 MB of text: an xz bomb stops here, not in memory or after
+# minutes of decompression; a "line" longer than any field Debian writes is not an index.
+INDEX_TEXT_LIMIT = 1024 * 1024 * 1024
+LINE_LIMIT = 1024 * 1024
 TIMEOUT = 60.0
 DEADLINE = 600.0  # for the whole index, however slowly it arrives
 
@@ -81,8 +84,8 @@ class DebianSourcesFeed:
                     "run again",
                 )
             try:
-                with lzma.open(index, "rt", encoding="utf-8") as text:
-                    return list(self._parse(text))
+                with lzma.open(index, "rb") as raw:
+                    return list(self._parse(self._lines(raw)))
             except (lzma.LZMAError, EOFError, UnicodeDecodeError) as exc:
                 raise FeedError(
                     f"release feed {self.name}: {self.index_url} is not a readable xz index ({exc})"
@@ -117,7 +120,24 @@ class DebianSourcesFeed:
                 return parts[0]
         raise FeedError(f"release feed {self.name}: {url} lists no sha256 for {self.index_path}")
 
-    def _paragraphs(self, text: TextIO) -> Iterator[str]:
+    def _lines(self, raw: lzma.LZMAFile) -> Iterator[str]:
+        """The decompressed index line by line, within INDEX_TEXT_LIMIT and LINE_LIMIT."""
+        total = 0
+        while line := raw.readline(LINE_LIMIT + 1):
+            total += len(line)
+            if total > INDEX_TEXT_LIMIT:
+                raise FeedError(
+                    f"release feed {self.name}: {self.index_url} decompresses to more than "
+                    f"{INDEX_TEXT_LIMIT // 2**20} MiB; it is not a Sources index"
+                )
+            if len(line) > LINE_LIMIT:
+                raise FeedError(
+                    f"release feed {self.name}: {self.index_url} has a line over "
+                    f"{LINE_LIMIT // 2**20} MiB; it is not a Sources index"
+                )
+            yield line.decode("utf-8")
+
+    def _paragraphs(self, text: Iterable[str]) -> Iterator[str]:
         """The stanzas of python3.X source packages, streamed (the index is ~70 MB of text)."""
         lines: list[str] = []
         keep = False
@@ -134,7 +154,7 @@ class DebianSourcesFeed:
         if keep and lines:
             yield "".join(lines)
 
-    def _parse(self, text: TextIO) -> Iterator[Release]:
+    def _parse(self, text: Iterable[str]) -> Iterator[Release]:
         for paragraph in self._paragraphs(text):
             stanza = Sources(paragraph)
             package, debian_version = stanza.get("Package", ""), stanza.get("Version", "")
