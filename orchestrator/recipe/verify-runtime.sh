@@ -376,6 +376,60 @@ EOF
   # shellcheck disable=SC2086
   check embed:build gcc $includes "$work/embed.c" -o "$work/embed" $ldflags -Wl,-rpath,"$prefix/lib"
   check embed:run "$work/embed" "$prefix"
+  check_embed_without_home "$work" "$includes" "$ldflags"
+}
+
+# How an embedding program finds the stdlib without being told (CPython's Modules/getpath.py):
+# on Linux getpath knows no path of libpython (only Windows and macOS frameworks report one), so
+# it searches up from the program's directory (from argv[0] or PyConfig.program_name) for
+# lib/pythonX.Y/os.py, then tries configure's prefix. So PYTHONHOME (or PyConfig.home) works
+# anywhere, a program inside the runtime's tree that passes its argv needs nothing, and one
+# elsewhere fails unless the runtime sits at its configured prefix (docs/RELOCATION.md).
+check_embed_without_home() {
+  local work=$1 includes=$2 ldflags=$3 out status
+  cat >"$work/embed-env.c" <<'EOF'
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+int main(int argc, char **argv) {
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);  /* reads PYTHONHOME; no home set here */
+    /* argv[0] is where getpath starts looking: without it, it starts from "python3" on PATH. */
+    PyStatus status = PyConfig_SetBytesArgv(&config, argc, argv);
+    if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) Py_ExitStatusException(status);
+    int rc = PyRun_SimpleString("import sys, encodings; print(sys.base_prefix)");
+    return Py_FinalizeEx() < 0 || rc != 0 ? 1 : 0;
+}
+EOF
+  # shellcheck disable=SC2086
+  check embed:build-env gcc $includes "$work/embed-env.c" -o "$work/embed-env" $ldflags \
+    -Wl,-rpath,"$prefix/lib"
+  expect_prefix embed:pythonhome env PYTHONHOME="$prefix" "$work/embed-env"
+  cp "$work/embed-env" "$prefix/bin/farm-embed-check"
+  expect_prefix embed:inside-tree env -u PYTHONHOME "$prefix/bin/farm-embed-check"
+  rm -f "$prefix/bin/farm-embed-check"
+  out=$(cd / && timeout 60 env -u PYTHONHOME "$work/embed-env" 2>&1)
+  status=$?
+  case $status:$out in
+    0:*) report embed:outside-no-home ok "found the stdlib: the runtime is at its configured prefix" ;;
+    *encodings*) report embed:outside-no-home ok "needs PYTHONHOME, as documented: $(last_line "$out")" ;;
+    *) fail_with_output embed:outside-no-home "$status" "$out" ;;
+  esac
+}
+
+# expect_prefix NAME COMMAND...: the command prints sys.base_prefix, which must be the tree.
+expect_prefix() {
+  local name=$1 out status
+  shift
+  out=$(timeout 60 "$@" 2>&1)
+  status=$?
+  if [ "$status" -eq 0 ] && [ "$out" = "$prefix" ]; then
+    report "$name" ok "sys.base_prefix = $out"
+  else
+    fail_with_output "$name" "$status" "$out (expected sys.base_prefix = $prefix)"
+  fi
 }
 
 case $stage in

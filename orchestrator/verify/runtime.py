@@ -4,8 +4,8 @@ Three vantage points, every check reported by name:
 
 1. On the host, without Docker: the archive's members and ELF files (verify/elfaudit.py):
    checksum, layout, no static libraries, the right machine, stripped, and no rpath but
-   `$ORIGIN/../lib` on the executable; members that still name the build directory are
-   reported as warnings.
+   `$ORIGIN/../lib` on the executable; no text member names the build directory or configure's
+   prefix (recipe/relocate.py made them follow the unpacked tree).
 2. In a clean container of the stack's run image (no compilers, no network, no
    LD_LIBRARY_PATH), the archive unpacked at a fresh random path: the executables and
    python3-config, linkage (`ldd`, mapped to apt packages with `dpkg-query -S`), every expected
@@ -47,7 +47,7 @@ from orchestrator.cellbuild import (
 from orchestrator.errors import DockerError, PackagingError, VerificationError
 from orchestrator.matrix import Arch
 from orchestrator.sandbox import confinement, sandbox_user
-from orchestrator.verify.elfaudit import ArchiveScan, ElfInfo, scan_archive
+from orchestrator.verify.elfaudit import BUILD_PATH_MARKERS, ArchiveScan, ElfInfo, scan_archive
 
 VERIFY_SCRIPT = "verify-runtime.sh"
 ARCHIVE_IN_CONTAINER = "/farm/archive.tar.zst"
@@ -176,10 +176,45 @@ def raise_for_failures(report: VerificationReport, *, what: str) -> None:
 # --- host-side audit -----------------------------------------------------------------------
 
 
-def audit_checks(scan: ArchiveScan, *, major_minor: str, arch: Arch | None) -> list[CheckResult]:
-    """Judge the facts scan_archive gathered."""
+def audit_checks(
+    scan: ArchiveScan, *, major_minor: str, arch: Arch | None, install_prefix: str | None = None
+) -> list[CheckResult]:
+    """Judge the facts scan_archive gathered.
+
+    `install_prefix` is configure's --prefix: a text member naming it (like one naming the build
+    directory) reports a path of the build host instead of where the runtime is unpacked.
+    """
     executable = f"bin/python{major_minor}"
     checks = [_layout_check(scan.members)]
+    build_dir = [
+        f"{name} ({marker})"
+        for name, marker in scan.build_path_hits
+        if marker.encode() in BUILD_PATH_MARKERS
+    ]
+    checks.append(
+        CheckResult(
+            name="relocate:build-dir",
+            ok=not build_dir,
+            detail=(
+                f"text files name the build directory: {_some(build_dir)}"
+                if build_dir
+                else "no text file names the build directory"
+            ),
+        )
+    )
+    if install_prefix is not None:
+        named = [name for name, marker in scan.build_path_hits if marker == install_prefix]
+        checks.append(
+            CheckResult(
+                name="relocate:build-prefix",
+                ok=not named,
+                detail=(
+                    f"text files name the build prefix {install_prefix}: {_some(named)}"
+                    if named
+                    else f"no text file names the build prefix {install_prefix}"
+                ),
+            )
+        )
     checks.append(
         CheckResult(
             name="archive:static-libs",
@@ -462,10 +497,11 @@ def verify_archive(
     packages: set[str] = set()
 
     checks.append(_checksum_check(archive, metadata.get("sha256")))
-    scan = scan_archive(archive)
-    checks.extend(audit_checks(scan, major_minor=major_minor, arch=arch))
-    warnings.extend(
-        f"{name} names the build directory ({marker})" for name, marker in scan.build_path_hits
+    install_prefix = configured_prefix(metadata)
+    markers = BUILD_PATH_MARKERS + ((install_prefix.encode(),) if install_prefix else ())
+    scan = scan_archive(archive, build_path_markers=markers)
+    checks.extend(
+        audit_checks(scan, major_minor=major_minor, arch=arch, install_prefix=install_prefix)
     )
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -513,6 +549,15 @@ def verify_archive(
         seconds=seconds,
         log_path=log_path,
     )
+
+
+def configured_prefix(metadata: dict[str, Any]) -> str | None:
+    """configure's --prefix from the record's configure_args, None for an older record."""
+    args = metadata.get("configure_args")
+    if not isinstance(args, list):
+        return None
+    prefixes = [a.removeprefix("--prefix=") for a in args if str(a).startswith("--prefix=")]
+    return prefixes[-1] if prefixes and prefixes[-1].startswith("/") else None
 
 
 def metadata_path_for(archive: Path) -> Path:

@@ -18,6 +18,7 @@ from orchestrator.verify.runtime import (
     CheckResult,
     VerificationReport,
     audit_checks,
+    configured_prefix,
     parse_script_output,
     raise_for_failures,
 )
@@ -184,6 +185,7 @@ def test_audit_accepts_origin_rpath_on_the_executable_only() -> None:
         "elf:rpath",
         "elf:stripped",
         "pyc:unchecked-hash",
+        "relocate:build-dir",
     }
 
 
@@ -214,9 +216,14 @@ def test_audit_other_failures() -> None:
                 static_libs=("lib/libpython3.13.a",),
                 unreadable_elves=("lib/broken.so",),
                 not_unchecked_pycs=("lib/python3.13/__pycache__/re.cpython-313.pyc",),
+                build_path_hits=(
+                    ("lib/python3.13/config-3.13/Makefile", "/tmp/python-build"),
+                    ("lib/pkgconfig/python-3.13.pc", "/opt/python-farm"),
+                ),
             ),
             major_minor="3.13",
             arch=Arch.ARM64,
+            install_prefix="/opt/python-farm",
         )
     )
     assert checks["archive:layout"].detail == "missing: include; unexpected top-level entries: etc"
@@ -225,7 +232,21 @@ def test_audit_other_failures() -> None:
     assert checks["elf:arch"].detail == "expected EM_AARCH64: bin/python3.13 is EM_X86_64"
     assert "bin/python3.13" in checks["elf:stripped"].detail
     assert "re.cpython-313.pyc" in checks["pyc:unchecked-hash"].detail
+    assert checks["relocate:build-dir"].detail == (
+        "text files name the build directory: lib/python3.13/config-3.13/Makefile "
+        "(/tmp/python-build)"
+    )
+    assert checks["relocate:build-prefix"].detail == (
+        "text files name the build prefix /opt/python-farm: lib/pkgconfig/python-3.13.pc"
+    )
     assert not any(c.ok for name, c in checks.items() if name != "elf:rpath")
+
+
+def test_configured_prefix_comes_from_the_record() -> None:
+    args = ["--build=x86_64-linux-gnu", "--prefix=/app/.heroku/python", "--enable-shared"]
+    assert configured_prefix({"configure_args": args}) == "/app/.heroku/python"
+    assert configured_prefix({}) is None  # a record older than configure_args
+    assert configured_prefix({"configure_args": ["--prefix=relative"]}) is None
 
 
 def test_audit_fails_without_the_executable() -> None:
