@@ -11,7 +11,10 @@ Three vantage points, every check reported by name:
    python3-config, linkage (`ldd`, mapped to apt packages with `dpkg-query -S`), every expected
    module, codec round trips, recursion in a thread, venv + pip, and sysconfig.
 3. In a container of the builder image (it has gcc): a C extension built with the flags
-   sysconfig records, and a program embedding libpython.
+   sysconfig records, and programs embedding libpython (with and without a home).
+4. In a container of the consumer image (the builder plus CMake, meson, ninja): what users'
+   build tools make of the runtime at that path: pkg-config's python3-embed, CMake's
+   FindPython (an extension module and an embedding program) and meson's python module.
 
 The container side is recipe/verify-runtime.sh; it prints `CHECK <name> ok|fail|skip <detail>`
 lines that are parsed here. A failed verification raises VerificationError (exit code 9).
@@ -58,7 +61,7 @@ EXECUTABLE_RPATH = "$ORIGIN/../lib"
 ELF_MACHINES = {Arch.AMD64: "EM_X86_64", Arch.ARM64: "EM_AARCH64"}
 _DETAIL_LIMIT = 240
 
-Stage = Literal["runtime", "extension"]
+Stage = Literal["runtime", "extension", "consumers"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -339,6 +342,7 @@ def _run_stage(
     cell_id: str,
     copy: bool,
     log: TextIO,
+    build_prefix: str | None = None,
 ) -> ScriptOutput:
     # A path the runtime has never seen, different for every run and stage (on /tmp: the
     # only place the unprivileged verify user may write).
@@ -355,7 +359,11 @@ def _run_stage(
             # The build's labels, so the farm's clean-up on Ctrl-C finds these containers too.
             labels={CELL_LABEL: cell_id, ROLE_LABEL: "verify", OWNER_LABEL: owner()},
             # An explicit allow-list: nothing from the host leaks in.
-            environment={"HOME": "/tmp"},
+            # configure's prefix, so the script can tell what must not be named any more.
+            environment={
+                "HOME": "/tmp",
+                **({"FARM_BUILD_PREFIX": build_prefix} if build_prefix else {}),
+            },
             volumes=None
             if copy
             else {
@@ -479,6 +487,7 @@ def verify_archive(
     log_path: Path,
     transfer: Transfer = "auto",
     stack_packages: Sequence[str] = (),
+    consumer_image: str | None = None,
 ) -> VerificationReport:
     """Run every check on `archive`; never raises for a failed check (see raise_for_failures).
 
@@ -509,10 +518,12 @@ def verify_archive(
         log.write(f"# verify {archive} ({cell_id})\n")
         for check in checks:
             log.write(_format_check(check))
-        stages: tuple[tuple[Stage, str, list[str]], ...] = (
+        stages: list[tuple[Stage, str, list[str]]] = [
             ("runtime", run_image, list(expected_modules)),
             ("extension", builder_image, []),
-        )
+        ]
+        if consumer_image is not None:
+            stages.append(("consumers", consumer_image, []))
         for stage, image, modules in stages:
             output = _run_stage(
                 client,
@@ -525,6 +536,7 @@ def verify_archive(
                 cell_id=cell_id,
                 copy=copy,
                 log=log,
+                build_prefix=install_prefix,
             )
             checks.extend(output.checks)
             warnings.extend(output.warnings)

@@ -300,7 +300,9 @@ class _FakeClient:
         self.containers = _FakeContainers(container)
 
 
-def _run_stage(client: Any, tmp_path: Path, *, copy: bool = False) -> verify.ScriptOutput:
+def _run_stage(
+    client: Any, tmp_path: Path, *, copy: bool = False, build_prefix: str | None = None
+) -> verify.ScriptOutput:
     archive = tmp_path / "a.tar.zst"
     archive.write_bytes(b"zstd")
     with (tmp_path / "log").open("w") as log:
@@ -315,7 +317,15 @@ def _run_stage(client: Any, tmp_path: Path, *, copy: bool = False) -> verify.Scr
             cell_id="3.13.5-debian-12-amd64",
             copy=copy,
             log=log,
+            build_prefix=build_prefix,
         )
+
+
+def test_stage_is_told_the_build_prefix_and_nothing_else(tmp_path: Path) -> None:
+    client = _FakeClient(_FakeContainer(b"DONE runtime\n"))
+    _run_stage(client, tmp_path, build_prefix="/app/.heroku/python")
+    environment = client.containers.created[0]["environment"]
+    assert environment == {"HOME": "/tmp", "FARM_BUILD_PREFIX": "/app/.heroku/python"}
 
 
 def test_stage_container_is_isolated_and_removed(tmp_path: Path) -> None:
