@@ -535,8 +535,9 @@ EOF
   esac
 
   # meson, twice: plain meson with pkg-config's python3 (any meson), and meson's python module,
-  # whose find_installation() runs the interpreter and reads its sysconfig. meson < 1.2 (Debian
-  # 12 has 1.0) introspects with distutils, which Python 3.12+ no longer has: that one is skipped.
+  # whose find_installation() runs the interpreter and reads its sysconfig. A meson whose python
+  # module still needs distutils (Debian 12's 1.0.1 says so), which Python 3.12+ no longer has,
+  # gets that one reported as skipped.
   if ! command -v meson >/dev/null; then
     report meson:pkgconfig-setup fail "no meson in the image"
     return
