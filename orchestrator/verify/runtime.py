@@ -189,10 +189,12 @@ def audit_checks(
     """
     executable = f"bin/python{major_minor}"
     checks = [_layout_check(scan.members)]
+    # A hit lists every marker its member names, joined by ", " (elfaudit.scan_archive).
+    found = [(name, markers.split(", ")) for name, markers in scan.build_path_hits]
     build_dir = [
-        f"{name} ({marker})"
-        for name, marker in scan.build_path_hits
-        if marker.encode() in BUILD_PATH_MARKERS
+        f"{name} ({', '.join(m for m in names if m.encode() in BUILD_PATH_MARKERS)})"
+        for name, names in found
+        if any(m.encode() in BUILD_PATH_MARKERS for m in names)
     ]
     checks.append(
         CheckResult(
@@ -206,7 +208,7 @@ def audit_checks(
         )
     )
     if install_prefix is not None:
-        named = [name for name, marker in scan.build_path_hits if marker == install_prefix]
+        named = [name for name, names in found if install_prefix in names]
         checks.append(
             CheckResult(
                 name="relocate:build-prefix",

@@ -219,6 +219,8 @@ def test_audit_other_failures() -> None:
                 build_path_hits=(
                     ("lib/python3.13/config-3.13/Makefile", "/tmp/python-build"),
                     ("lib/pkgconfig/python-3.13.pc", "/opt/python-farm"),
+                    # As scan_archive reports a member naming both.
+                    ("lib/python3.13/_sysconfigdata_x.py", "/tmp/python-build, /opt/python-farm"),
                 ),
             ),
             major_minor="3.13",
@@ -234,10 +236,11 @@ def test_audit_other_failures() -> None:
     assert "re.cpython-313.pyc" in checks["pyc:unchecked-hash"].detail
     assert checks["relocate:build-dir"].detail == (
         "text files name the build directory: lib/python3.13/config-3.13/Makefile "
-        "(/tmp/python-build)"
+        "(/tmp/python-build), lib/python3.13/_sysconfigdata_x.py (/tmp/python-build)"
     )
     assert checks["relocate:build-prefix"].detail == (
-        "text files name the build prefix /opt/python-farm: lib/pkgconfig/python-3.13.pc"
+        "text files name the build prefix /opt/python-farm: lib/pkgconfig/python-3.13.pc, "
+        "lib/python3.13/_sysconfigdata_x.py"
     )
     assert not any(c.ok for name, c in checks.items() if name != "elf:rpath")
 
