@@ -149,7 +149,7 @@ def run_build_container(
                     str(source.resolve()): {"bind": source_in_container, "mode": "ro"},
                     str(recipe_dir.resolve()): {"bind": "/farm/recipe", "mode": "ro"},
                     str(spec_dir.resolve()): {"bind": "/farm/spec", "mode": "ro"},
-                    str(prefix_dir.resolve()): {"bind": spec.install_prefix, "mode": "rw"},
+                    str(prefix_dir.resolve()): {"bind": INSTALL_PREFIX, "mode": "rw"},
                     **({str(scratch.resolve()): {"bind": "/tmp", "mode": "rw"}} if scratch else {}),
                 },
                 **confinement(user, scratch_dir=scratch),
@@ -171,7 +171,6 @@ def run_build_container(
                     spec_dir=spec_dir,
                     scratch=log_path.parent,
                     user=user,
-                    install_prefix=spec.install_prefix,
                 )
             phase = "start"
 
@@ -209,7 +208,7 @@ def run_build_container(
             out_of_memory = bool(container.attrs.get("State", {}).get("OOMKilled"))
             if copy and code == 0:
                 phase = "copy install tree out"
-                _copy_out(container, prefix_dir, install_prefix=spec.install_prefix)
+                _copy_out(container, prefix_dir)
         except docker.errors.APIError as exc:
             raise DockerError(
                 f"the engine refused cell {cell.id} during {phase}: {exc.explanation or exc}",
@@ -288,7 +287,6 @@ def _copy_in(
     spec_dir: Path,
     scratch: Path,
     user: SandboxUser,
-    install_prefix: str = INSTALL_PREFIX,
 ) -> None:
     """One tar with /farm/{source,recipe,spec}, owned by root and read-only for the build
     user (as the bind mounts are), and an empty prefix the build user owns."""
@@ -307,7 +305,7 @@ def _copy_in(
             tar.add(source, arcname=f"farm/source/{source.name}", filter=read_only)
             tar.add(recipe_dir, arcname="farm/recipe", filter=read_only)
             tar.add(spec_dir, arcname="farm/spec", filter=read_only)
-            prefix = tarfile.TarInfo(install_prefix.lstrip("/"))
+            prefix = tarfile.TarInfo(INSTALL_PREFIX.lstrip("/"))
             prefix.type, prefix.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(owned(prefix))
         bundle.seek(0)
@@ -315,17 +313,15 @@ def _copy_in(
             raise DockerError(f"the engine did not accept the inputs for {container.name}")
 
 
-def _copy_out(
-    container: Container, prefix_dir: Path, *, install_prefix: str = INSTALL_PREFIX
-) -> None:
+def _copy_out(container: Container, prefix_dir: Path) -> None:
     """Stream the install tree out (to a temp file, never whole in memory) and unpack it.
     The container is untrusted: its tar may hold links or devices aimed at the host, so it
     goes through the strict extractor, and nothing of a refused tree is kept."""
-    stream, _ = container.get_archive(install_prefix)
+    stream, _ = container.get_archive(INSTALL_PREFIX)
     staging = prefix_dir.parent / ".copy-out"
     remove_tree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    name = Path(install_prefix).name
+    name = Path(INSTALL_PREFIX).name
     try:
         with tempfile.TemporaryFile(dir=prefix_dir.parent) as bundle:
             for chunk in stream:

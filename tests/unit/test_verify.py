@@ -10,7 +10,6 @@ from typing import Any
 
 import docker.errors
 import pytest
-import requests.exceptions
 
 from orchestrator.errors import DockerError, VerificationError
 from orchestrator.matrix import Arch
@@ -21,7 +20,6 @@ from orchestrator.verify.runtime import (
     CheckResult,
     VerificationReport,
     audit_checks,
-    configured_prefix,
     hardening_summary,
     parse_script_output,
     raise_for_failures,
@@ -218,7 +216,6 @@ def test_audit_accepts_origin_rpath_on_the_executable_only() -> None:
         "elf:textrel",
         "elf:stack-protector",
         "elf:fortify",
-        "relocate:build-dir",
     }
 
 
@@ -249,16 +246,9 @@ def test_audit_other_failures() -> None:
                 static_libs=("lib/libpython3.13.a",),
                 unreadable_elves=("lib/broken.so",),
                 not_unchecked_pycs=("lib/python3.13/__pycache__/re.cpython-313.pyc",),
-                build_path_hits=(
-                    ("lib/python3.13/config-3.13/Makefile", "/tmp/python-build"),
-                    ("lib/pkgconfig/python-3.13.pc", "/opt/python-farm"),
-                    # As scan_archive reports a member naming both.
-                    ("lib/python3.13/_sysconfigdata_x.py", "/tmp/python-build, /opt/python-farm"),
-                ),
             ),
             major_minor="3.13",
             arch=Arch.ARM64,
-            install_prefix="/opt/python-farm",
         )
     )
     assert checks["archive:layout"].detail == "missing: include; unexpected top-level entries: etc"
@@ -267,14 +257,6 @@ def test_audit_other_failures() -> None:
     assert checks["elf:arch"].detail == "expected EM_AARCH64: bin/python3.13 is EM_X86_64"
     assert "bin/python3.13" in checks["elf:stripped"].detail
     assert "re.cpython-313.pyc" in checks["pyc:unchecked-hash"].detail
-    assert checks["relocate:build-dir"].detail == (
-        "text files name the build directory: lib/python3.13/config-3.13/Makefile "
-        "(/tmp/python-build), lib/python3.13/_sysconfigdata_x.py (/tmp/python-build)"
-    )
-    assert checks["relocate:build-prefix"].detail == (
-        "text files name the build prefix /opt/python-farm: lib/pkgconfig/python-3.13.pc, "
-        "lib/python3.13/_sysconfigdata_x.py"
-    )
     assert {n for n, c in checks.items() if not c.ok} == {
         "archive:layout",
         "archive:static-libs",
@@ -282,16 +264,7 @@ def test_audit_other_failures() -> None:
         "elf:arch",
         "elf:stripped",
         "pyc:unchecked-hash",
-        "relocate:build-dir",
-        "relocate:build-prefix",
     }
-
-
-def test_configured_prefix_comes_from_the_record() -> None:
-    args = ["--build=x86_64-linux-gnu", "--prefix=/app/.heroku/python", "--enable-shared"]
-    assert configured_prefix({"configure_args": args}) == "/app/.heroku/python"
-    assert configured_prefix({}) is None  # a record older than configure_args
-    assert configured_prefix({"configure_args": ["--prefix=relative"]}) is None
 
 
 def test_audit_fails_without_the_executable() -> None:
@@ -422,36 +395,18 @@ def test_hardening_without_interpreter_fails() -> None:
 
 
 class _FakeContainer:
-    def __init__(
-        self,
-        output: bytes,
-        *,
-        fail_wait: bool = False,
-        hang: bool = False,
-        exit_code: int = 0,
-        oom_killed: bool = False,
-    ) -> None:
+    def __init__(self, output: bytes, *, fail_wait: bool = False) -> None:
         self.output = output
         self.fail_wait = fail_wait
-        self.hang = hang
-        self.exit_code = exit_code
-        self.attrs: dict[str, Any] = {"State": {"OOMKilled": oom_killed}}
         self.removed = False
-        self.wait_timeout: float | None = None
 
     def start(self) -> None:
         pass
 
-    def wait(self, timeout: float | None = None) -> dict[str, int]:
-        self.wait_timeout = timeout
+    def wait(self) -> dict[str, int]:
         if self.fail_wait:
             raise docker.errors.APIError("engine went away")
-        if self.hang:  # what docker-py raises when the engine has not answered in `timeout`
-            raise requests.exceptions.ReadTimeout("read timed out")
-        return {"StatusCode": self.exit_code}
-
-    def reload(self) -> None:
-        pass
+        return {"StatusCode": 0}
 
     def logs(self, *, stdout: bool, stderr: bool) -> bytes:
         return self.output if stdout else b""
@@ -480,9 +435,7 @@ class _FakeClient:
         self.containers = _FakeContainers(container)
 
 
-def _run_stage(
-    client: Any, tmp_path: Path, *, copy: bool = False, build_prefix: str | None = None
-) -> verify.ScriptOutput:
+def _run_stage(client: Any, tmp_path: Path, *, copy: bool = False) -> verify.ScriptOutput:
     archive = tmp_path / "a.tar.zst"
     archive.write_bytes(b"zstd")
     with (tmp_path / "log").open("w") as log:
@@ -497,15 +450,7 @@ def _run_stage(
             cell_id="3.13.5-debian-12-amd64",
             copy=copy,
             log=log,
-            build_prefix=build_prefix,
         )
-
-
-def test_stage_is_told_the_build_prefix_and_nothing_else(tmp_path: Path) -> None:
-    client = _FakeClient(_FakeContainer(b"DONE runtime\n"))
-    _run_stage(client, tmp_path, build_prefix="/app/.heroku/python")
-    environment = client.containers.created[0]["environment"]
-    assert environment == {"HOME": "/tmp", "FARM_BUILD_PREFIX": "/app/.heroku/python"}
 
 
 def test_stage_container_is_isolated_and_removed(tmp_path: Path) -> None:
@@ -528,49 +473,6 @@ def test_stage_container_is_isolated_and_removed(tmp_path: Path) -> None:
     assert command[:3] == ["bash", "/farm/recipe/verify-runtime.sh", "runtime"]
     assert command[3].startswith("/tmp/rt-") and len(command[3]) == len("/tmp/rt-") + 16
     assert command[4:] == ["3.13", "ssl"]
-
-
-def test_stage_container_has_memory_and_time_limits(tmp_path: Path) -> None:
-    container = _FakeContainer(b"DONE runtime\n")
-    client = _FakeClient(container)
-    _run_stage(client, tmp_path)
-    created = client.containers.created[0]
-    assert created["mem_limit"] == created["memswap_limit"] == verify.STAGE_MEMORY_BYTES
-    # /tmp's tmpfs counts against the memory limit, so it must fit inside it.
-    size = created["tmpfs"]["/tmp"].split("size=")[1].split(",")[0]
-    assert int(size) < verify.STAGE_MEMORY_BYTES
-    assert container.wait_timeout == verify.STAGE_TIMEOUT_SECONDS
-
-
-def test_a_hung_stage_is_killed_and_fails_naming_the_time_limit(tmp_path: Path) -> None:
-    container = _FakeContainer(b"CHECK extract ok x\n", hang=True)
-    archive = tmp_path / "a.tar.zst"
-    archive.write_bytes(b"zstd")
-    with (tmp_path / "log").open("w") as log:
-        output = verify._run_stage(
-            _FakeClient(container),
-            stage="consumers",
-            image="img",
-            archive=archive,
-            arch=Arch.AMD64,
-            major_minor="3.13",
-            modules=[],
-            cell_id="3.13.5-debian-12-amd64",
-            copy=False,
-            log=log,
-            timeout_seconds=90,
-        )
-    assert container.removed  # force-removed: killed
-    failed = [c for c in output.checks if not c.ok]
-    assert [c.name for c in failed] == ["script:consumers"]
-    assert "stopped early (timed out after 1.5 min (killed))" in failed[0].detail
-
-
-def test_a_stage_killed_for_memory_says_so(tmp_path: Path) -> None:
-    container = _FakeContainer(b"", exit_code=137, oom_killed=True)
-    output = _run_stage(_FakeClient(container), tmp_path)
-    (failed,) = [c for c in output.checks if not c.ok]
-    assert "stopped early (ran out of memory (3 GiB limit))" in failed.detail
 
 
 def test_stage_copies_inputs_for_a_remote_engine(tmp_path: Path) -> None:
