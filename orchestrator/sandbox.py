@@ -55,11 +55,13 @@ def confinement(
     *,
     scratch_dir: Path | None = None,
     tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
+    memory_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `containers.create`: the same confinement for every container.
 
     `scratch_dir` (a host directory the sandbox user owns) becomes `/tmp` when given; otherwise
     `/tmp` is a tmpfs of `tmpfs_bytes` (it counts against the container's memory limit).
+    `memory_bytes` caps memory with no swap beyond it (memory + swap = the limit).
     """
     options: dict[str, Any] = {
         "user": user.spec,
@@ -70,6 +72,9 @@ def confinement(
         # Tools that look for a home (pip, gcc's caches) find a writable one.
         "working_dir": "/tmp",
     }
+    if memory_bytes is not None:
+        options["mem_limit"] = memory_bytes
+        options["memswap_limit"] = memory_bytes
     if scratch_dir is None:
         # `exec`: Docker mounts a tmpfs noexec unless told; verification runs the runtime there.
         options["tmpfs"] = {"/tmp": f"rw,exec,nosuid,nodev,size={tmpfs_bytes},mode=1777"}

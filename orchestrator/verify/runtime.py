@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import docker.errors
+import requests.exceptions
 from docker import DockerClient
 from docker.models.containers import Container
 
@@ -53,6 +54,13 @@ from orchestrator.sandbox import confinement, sandbox_user
 from orchestrator.verify.elfaudit import ArchiveScan, ElfInfo, scan_archive
 
 VERIFY_SCRIPT = "verify-runtime.sh"
+# Bounds for each verification container. A fast stage takes about a minute and a few hundred
+# MB; arm64 under qemu is ~10x slower. Generous, but a hung check can no longer hold a
+# nightly slot, nor one stage the machine's memory.
+STAGE_MEMORY_BYTES = 3 * 1024**3
+STAGE_TIMEOUT_SECONDS = 45 * 60
+# A tmpfs counts against the memory limit: /tmp gets most of it (runtime + builds ~ 300 MB).
+STAGE_TMPFS_BYTES = 2 * 1024**3
 ARCHIVE_IN_CONTAINER = "/farm/archive.tar.zst"
 # Top-level directories a flat runtime may hold; bin, include and lib are required.
 REQUIRED_TOP = ("bin", "include", "lib")
@@ -433,6 +441,7 @@ def _run_stage(
     cell_id: str,
     copy: bool,
     log: TextIO,
+    timeout_seconds: float = STAGE_TIMEOUT_SECONDS,
 ) -> ScriptOutput:
     # A path the runtime has never seen, different for every run and stage (on /tmp: the
     # only place the unprivileged verify user may write).
@@ -441,6 +450,7 @@ def _run_stage(
     log.write(f"# stage {stage} in image {image} at {prefix}\n")
     started = time.monotonic()
     container: Container | None = None
+    timed_out = out_of_memory = False
     try:
         container = client.containers.create(
             image,
@@ -456,15 +466,23 @@ def _run_stage(
                 str(archive.resolve()): {"bind": ARCHIVE_IN_CONTAINER, "mode": "ro"},
                 str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
             },
-            **confinement(sandbox_user()),
+            **confinement(
+                sandbox_user(), tmpfs_bytes=STAGE_TMPFS_BYTES, memory_bytes=STAGE_MEMORY_BYTES
+            ),
             platform=arch.docker_platform,
             detach=True,
         )
         if copy:
             _copy_in(container, archive)
         container.start()
-        status = container.wait()
+        try:
+            status = container.wait(timeout=timeout_seconds)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True
+            status = {"StatusCode": -1}
         code = int(status.get("StatusCode", -1))
+        if not timed_out:
+            out_of_memory = _oom_killed(container)
         stdout = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
         stderr = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
     except docker.errors.ImageNotFound:
@@ -486,14 +504,29 @@ def _run_stage(
     output = parse_script_output(stdout)
     if code != 0 or not output.done:
         tail = " | ".join(line.strip() for line in stderr.splitlines()[-3:] if line.strip())
+        if timed_out:
+            why = f"timed out after {timeout_seconds / 60:g} min (killed)"
+        elif out_of_memory:
+            why = f"ran out of memory ({STAGE_MEMORY_BYTES / 1024**3:g} GiB limit)"
+        else:
+            why = f"exit {code}"
         output.checks.append(
             CheckResult(
                 name=f"script:{stage}",
                 ok=False,
-                detail=f"{VERIFY_SCRIPT} {stage} stopped early (exit {code}): {tail}",
+                detail=f"{VERIFY_SCRIPT} {stage} stopped early ({why}): {tail}",
             )
         )
     return output
+
+
+def _oom_killed(container: Container) -> bool:
+    """The engine's word on whether the kernel's OOM killer ended the container."""
+    try:
+        container.reload()
+    except docker.errors.APIError:
+        return False
+    return bool(container.attrs.get("State", {}).get("OOMKilled"))
 
 
 def _copy_in(container: Container, archive: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import docker.errors
 import pytest
+import requests.exceptions
 
 from orchestrator.errors import DockerError, VerificationError
 from orchestrator.matrix import Arch
@@ -395,18 +396,36 @@ def test_hardening_without_interpreter_fails() -> None:
 
 
 class _FakeContainer:
-    def __init__(self, output: bytes, *, fail_wait: bool = False) -> None:
+    def __init__(
+        self,
+        output: bytes,
+        *,
+        fail_wait: bool = False,
+        hang: bool = False,
+        exit_code: int = 0,
+        oom_killed: bool = False,
+    ) -> None:
         self.output = output
         self.fail_wait = fail_wait
+        self.hang = hang
+        self.exit_code = exit_code
+        self.attrs: dict[str, Any] = {"State": {"OOMKilled": oom_killed}}
         self.removed = False
+        self.wait_timeout: float | None = None
 
     def start(self) -> None:
         pass
 
-    def wait(self) -> dict[str, int]:
+    def wait(self, timeout: float | None = None) -> dict[str, int]:
+        self.wait_timeout = timeout
         if self.fail_wait:
             raise docker.errors.APIError("engine went away")
-        return {"StatusCode": 0}
+        if self.hang:  # what docker-py raises when the engine has not answered in `timeout`
+            raise requests.exceptions.ReadTimeout("read timed out")
+        return {"StatusCode": self.exit_code}
+
+    def reload(self) -> None:
+        pass
 
     def logs(self, *, stdout: bool, stderr: bool) -> bytes:
         return self.output if stdout else b""
@@ -473,6 +492,49 @@ def test_stage_container_is_isolated_and_removed(tmp_path: Path) -> None:
     assert command[:3] == ["bash", "/farm/recipe/verify-runtime.sh", "runtime"]
     assert command[3].startswith("/tmp/rt-") and len(command[3]) == len("/tmp/rt-") + 16
     assert command[4:] == ["3.13", "ssl"]
+
+
+def test_stage_container_has_memory_and_time_limits(tmp_path: Path) -> None:
+    container = _FakeContainer(b"DONE runtime\n")
+    client = _FakeClient(container)
+    _run_stage(client, tmp_path)
+    created = client.containers.created[0]
+    assert created["mem_limit"] == created["memswap_limit"] == verify.STAGE_MEMORY_BYTES
+    # /tmp's tmpfs counts against the memory limit, so it must fit inside it.
+    size = created["tmpfs"]["/tmp"].split("size=")[1].split(",")[0]
+    assert int(size) < verify.STAGE_MEMORY_BYTES
+    assert container.wait_timeout == verify.STAGE_TIMEOUT_SECONDS
+
+
+def test_a_hung_stage_is_killed_and_fails_naming_the_time_limit(tmp_path: Path) -> None:
+    container = _FakeContainer(b"CHECK extract ok x\n", hang=True)
+    archive = tmp_path / "a.tar.zst"
+    archive.write_bytes(b"zstd")
+    with (tmp_path / "log").open("w") as log:
+        output = verify._run_stage(
+            _FakeClient(container),
+            stage="extension",
+            image="img",
+            archive=archive,
+            arch=Arch.AMD64,
+            major_minor="3.13",
+            modules=[],
+            cell_id="3.13.5-debian-12-amd64",
+            copy=False,
+            log=log,
+            timeout_seconds=90,
+        )
+    assert container.removed  # force-removed: killed
+    failed = [c for c in output.checks if not c.ok]
+    assert [c.name for c in failed] == ["script:extension"]
+    assert "stopped early (timed out after 1.5 min (killed))" in failed[0].detail
+
+
+def test_a_stage_killed_for_memory_says_so(tmp_path: Path) -> None:
+    container = _FakeContainer(b"", exit_code=137, oom_killed=True)
+    output = _run_stage(_FakeClient(container), tmp_path)
+    (failed,) = [c for c in output.checks if not c.ok]
+    assert "stopped early (ran out of memory (3 GiB limit))" in failed.detail
 
 
 def test_stage_copies_inputs_for_a_remote_engine(tmp_path: Path) -> None:
