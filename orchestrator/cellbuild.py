@@ -152,13 +152,11 @@ def run_build_container(
                     str(prefix_dir.resolve()): {"bind": INSTALL_PREFIX, "mode": "rw"},
                     **({str(scratch.resolve()): {"bind": "/tmp", "mode": "rw"}} if scratch else {}),
                 },
-                **confinement(user, scratch_dir=scratch),
-                nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
-                mem_limit=limits.memory_bytes,
                 # Memory + swap = the limit: no swap at all. Docker's default (as much swap
                 # again) lets a build over its limit thrash on a host with swap for hours
                 # instead of stopping with "out of memory".
-                memswap_limit=limits.memory_bytes,
+                **confinement(user, scratch_dir=scratch, memory_bytes=limits.memory_bytes),
+                nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
                 platform=cell.arch.docker_platform,
                 detach=True,
             )
@@ -203,9 +201,7 @@ def run_build_container(
                         echo(line)
                 status = container.wait()
             code = int(status.get("StatusCode", -1))
-            container.reload()
-            # The kernel's OOM killer leaves exit 137 like any SIGKILL; only the engine knows.
-            out_of_memory = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            out_of_memory = oom_killed(container)
             if copy and code == 0:
                 phase = "copy install tree out"
                 _copy_out(container, prefix_dir)
@@ -340,6 +336,13 @@ def _copy_out(container: Container, prefix_dir: Path) -> None:
         raise CellBuildError(f"the build container's install tree is not a tar: {exc}") from None
     finally:
         remove_tree(staging, ignore_errors=True)
+
+
+def oom_killed(container: Container) -> bool:
+    """Whether the kernel's OOM killer ended `container`: it leaves exit 137 like any SIGKILL;
+    only the engine knows. Raises docker.errors.APIError like the other engine calls."""
+    container.reload()
+    return bool(container.attrs.get("State", {}).get("OOMKilled"))
 
 
 def remove_container(container: Container) -> None:

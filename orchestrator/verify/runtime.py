@@ -44,6 +44,7 @@ from orchestrator.cellbuild import (
     ROLE_LABEL,
     Transfer,
     is_local_engine,
+    oom_killed,
     owner,
     remove_container,
 )
@@ -482,7 +483,7 @@ def _run_stage(
             status = {"StatusCode": -1}
         code = int(status.get("StatusCode", -1))
         if not timed_out:
-            out_of_memory = _oom_killed(container)
+            out_of_memory = oom_killed(container)
         stdout = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
         stderr = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
     except docker.errors.ImageNotFound:
@@ -518,15 +519,6 @@ def _run_stage(
             )
         )
     return output
-
-
-def _oom_killed(container: Container) -> bool:
-    """The engine's word on whether the kernel's OOM killer ended the container."""
-    try:
-        container.reload()
-    except docker.errors.APIError:
-        return False
-    return bool(container.attrs.get("State", {}).get("OOMKilled"))
 
 
 def _copy_in(container: Container, archive: Path) -> None:
