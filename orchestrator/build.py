@@ -212,8 +212,8 @@ def _verify(
     progress: Progress,
     docker_host: str | None,
 ) -> VerificationReport:
-    """Check the packed runtime in the stack's run image (and the builder, for the C
-    extension) before anything can publish it."""
+    """Check the packed runtime in the stack's run image (the builder for the C extension and
+    embedding, the consumer image for CMake/meson/pkg-config) before anything can publish it."""
     cell = prepared.cell
     plan = plan_image(
         client,
@@ -229,6 +229,15 @@ def _verify(
         log_path=layout.image_log(plan.tag),
         docker_host=docker_host,
     )
+    consumer_plan = plan_image(
+        client, matrix, cell.stack_name, cell.arch, "consumer", extra_ca=options.extra_ca
+    )
+    consumer_image = ensure_image(
+        client,
+        consumer_plan,
+        log_path=layout.image_log(consumer_plan.tag),
+        docker_host=docker_host,
+    )
     progress(f"verifying in {plan.tag}")
     return verify_archive(
         client,
@@ -236,6 +245,7 @@ def _verify(
         metadata=record,
         run_image=run_image.image_id,
         builder_image=builder.image_id,
+        consumer_image=consumer_image.image_id,
         expected_modules=prepared.spec.expected_modules,
         log_path=layout.logs / f"{cell.id}.verify.log",
         transfer=options.transfer,

@@ -15,8 +15,9 @@ from orchestrator.matrix import Cell, Matrix, Profile
 
 RECIPE_DIR = Path(__file__).parent / "recipe"
 BUILD_SCRIPT = "build-cpython.sh"
-# Fixed placeholder prefix: the runtime is relocatable, so this path only shows up in
-# sysconfig/pkg-config data, where it marks "built by the farm".
+# configure's --prefix unless the profile or stack sets install_prefix. The runtime is
+# relocatable (recipe/relocate.py); this path is left only in libpython, as the last place
+# CPython's getpath looks for the stdlib (an embedding program outside the tree, no home set).
 INSTALL_PREFIX = "/opt/python-farm"
 
 
@@ -29,6 +30,7 @@ class BuildSpec:
     expected_modules: tuple[str, ...]
     extra_cflags: str
     ldflags: str
+    install_prefix: str = INSTALL_PREFIX
 
     def container_environment(
         self, *, source_path: str, jobs: int, source_date_epoch: int
@@ -37,7 +39,7 @@ class BuildSpec:
             "SOURCE_DATE_EPOCH": str(source_date_epoch),
             "FARM_VERSION": self.cell.version,
             "FARM_SOURCE": source_path,
-            "FARM_PREFIX": INSTALL_PREFIX,
+            "FARM_PREFIX": self.install_prefix,
             "FARM_JOBS": str(jobs),
             "FARM_BUILD_TYPE": self.cell.arch.gnu_type,
             "FARM_EXTRA_CFLAGS": self.extra_cflags,
@@ -53,12 +55,17 @@ class BuildSpec:
         (directory / "footprint.json").write_text(self.profile.footprint.model_dump_json() + "\n")
 
 
+def install_prefix(cell: Cell, profile: Profile) -> str:
+    """configure's --prefix: the profile's install_prefix, else the stack's, else the default."""
+    return profile.install_prefix or cell.stack.install_prefix or INSTALL_PREFIX
+
+
 def configure_args(cell: Cell, profile: Profile) -> tuple[str, ...]:
     """./configure arguments of the recipe in DESIGN.md for this cell and profile."""
     version = cell.python.parsed
     args = [
         f"--build={cell.arch.gnu_type}",
-        f"--prefix={INSTALL_PREFIX}",
+        f"--prefix={install_prefix(cell, profile)}",
         "--enable-shared",
         "--without-static-libpython",
         "--enable-loadable-sqlite-extensions",
@@ -85,6 +92,7 @@ def build_spec(matrix: Matrix, cell: Cell, profile_name: str | None) -> BuildSpe
         expected_modules=tuple(matrix.expected_modules(cell.python.parsed)),
         extra_cflags=matrix.model.build_flags.extra_cflags,
         ldflags=matrix.model.build_flags.ldflags,
+        install_prefix=install_prefix(cell, profile),
     )
 
 

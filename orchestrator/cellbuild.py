@@ -149,7 +149,7 @@ def run_build_container(
                     str(source.resolve()): {"bind": source_in_container, "mode": "ro"},
                     str(recipe_dir.resolve()): {"bind": "/farm/recipe", "mode": "ro"},
                     str(spec_dir.resolve()): {"bind": "/farm/spec", "mode": "ro"},
-                    str(prefix_dir.resolve()): {"bind": INSTALL_PREFIX, "mode": "rw"},
+                    str(prefix_dir.resolve()): {"bind": spec.install_prefix, "mode": "rw"},
                     **({str(scratch.resolve()): {"bind": "/tmp", "mode": "rw"}} if scratch else {}),
                 },
                 # Memory + swap = the limit: no swap at all. Docker's default (as much swap
@@ -169,6 +169,7 @@ def run_build_container(
                     spec_dir=spec_dir,
                     scratch=log_path.parent,
                     user=user,
+                    install_prefix=spec.install_prefix,
                 )
             phase = "start"
 
@@ -204,7 +205,7 @@ def run_build_container(
             out_of_memory = oom_killed(container)
             if copy and code == 0:
                 phase = "copy install tree out"
-                _copy_out(container, prefix_dir)
+                _copy_out(container, prefix_dir, install_prefix=spec.install_prefix)
         except docker.errors.APIError as exc:
             raise DockerError(
                 f"the engine refused cell {cell.id} during {phase}: {exc.explanation or exc}",
@@ -283,6 +284,7 @@ def _copy_in(
     spec_dir: Path,
     scratch: Path,
     user: SandboxUser,
+    install_prefix: str = INSTALL_PREFIX,
 ) -> None:
     """One tar with /farm/{source,recipe,spec}, owned by root and read-only for the build
     user (as the bind mounts are), and an empty prefix the build user owns."""
@@ -301,7 +303,7 @@ def _copy_in(
             tar.add(source, arcname=f"farm/source/{source.name}", filter=read_only)
             tar.add(recipe_dir, arcname="farm/recipe", filter=read_only)
             tar.add(spec_dir, arcname="farm/spec", filter=read_only)
-            prefix = tarfile.TarInfo(INSTALL_PREFIX.lstrip("/"))
+            prefix = tarfile.TarInfo(install_prefix.lstrip("/"))
             prefix.type, prefix.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(owned(prefix))
         bundle.seek(0)
@@ -309,15 +311,17 @@ def _copy_in(
             raise DockerError(f"the engine did not accept the inputs for {container.name}")
 
 
-def _copy_out(container: Container, prefix_dir: Path) -> None:
+def _copy_out(
+    container: Container, prefix_dir: Path, *, install_prefix: str = INSTALL_PREFIX
+) -> None:
     """Stream the install tree out (to a temp file, never whole in memory) and unpack it.
     The container is untrusted: its tar may hold links or devices aimed at the host, so it
     goes through the strict extractor, and nothing of a refused tree is kept."""
-    stream, _ = container.get_archive(INSTALL_PREFIX)
+    stream, _ = container.get_archive(install_prefix)
     staging = prefix_dir.parent / ".copy-out"
     remove_tree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    name = Path(INSTALL_PREFIX).name
+    name = Path(install_prefix).name
     try:
         with tempfile.TemporaryFile(dir=prefix_dir.parent) as bundle:
             for chunk in stream:

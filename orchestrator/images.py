@@ -24,7 +24,7 @@ from orchestrator.errors import ConfigError, ImageBuildError
 from orchestrator.matrix import Arch, Matrix
 from orchestrator.render import dockerfile_path, render_stack
 
-Target = Literal["builder", "run"]
+Target = Literal["builder", "run", "consumer"]
 IMAGE_REPOSITORY = "python-farm"
 LABEL_PREFIX = "org.python-farm"
 

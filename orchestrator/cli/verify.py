@@ -78,7 +78,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
             client = connect()
         arch = Arch(record["arch"])
         images = {}
-        for kind in ("run", "builder"):
+        for kind in ("run", "builder", "consumer"):
             plan = plan_image(client, matrix, record["stack"], arch, kind)
             log = context.layout.image_log(plan.tag)
             images[kind] = ensure_image(client, plan, log_path=log).image_id
@@ -89,6 +89,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
             metadata=record,
             run_image=images["run"],
             builder_image=images["builder"],
+            consumer_image=images["consumer"],
             expected_modules=record["expected_modules"],
             log_path=context.layout.logs / f"{cell_id}.verify.log",
             stack_packages=matrix.model.stacks[record["stack"]].run_packages_for(

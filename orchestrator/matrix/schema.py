@@ -100,6 +100,22 @@ ImageRef = Annotated[
 EngineUrl = Annotated[str, StringConstraints(pattern=r"^(unix|tcp|ssh|npipe)://[^\s'\"`$;{}]+$")]
 RunnerLabel = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+# configure's --prefix: it reaches configure, make, sed in python-config and a bind mount, so
+# plain path components only (a leading dot is fine: /app/.heroku/python).
+_INSTALL_PREFIX = re.compile(r"^(/[A-Za-z0-9_.+-]{1,64}){1,16}$")
+
+
+def _install_prefix(value: str) -> str:
+    parts = value.split("/")[1:]
+    if not _INSTALL_PREFIX.match(value) or any(p in {".", ".."} for p in parts):
+        raise ValueError(
+            f"{value[:80]!r} is not an absolute, normalised path of plain names "
+            "(like /app/.heroku/python)"
+        )
+    return value
+
+
+InstallPrefix = Annotated[str, AfterValidator(_install_prefix)]
 # One flag per whitespace-separated token; make expands `$(...)` in variable values, so `$`
 # is out, as is anything a shell or make would read specially.
 _FLAG = re.compile(r"^-[A-Za-z0-9_=,.:+/-]{1,200}$")
@@ -219,6 +235,11 @@ class Profile(_Strict):
     lto: bool
     ensurepip: bool = Field(default=False, description="install pip into the runtime")
     footprint: Footprint = Field(default_factory=Footprint)
+    install_prefix: InstallPrefix | None = Field(
+        default=None,
+        description="configure --prefix for this profile (wins over the stack's); the runtime "
+        "stays relocatable, and at this path even an embedding program needs no PYTHONHOME",
+    )
     # Limits of one cell's build container; they change when a build stops, never its output.
     timeout_minutes: float = Field(
         default=240,
@@ -502,6 +523,11 @@ class Stack(_Strict):
     base_image_per_arch: dict[Arch, ImageRef] = Field(default_factory=dict)
     build_packages: DebianPackages
     run_packages: DebianPackages
+    install_prefix: InstallPrefix | None = Field(
+        default=None,
+        description="configure --prefix for this stack's cells, for platforms that always unpack "
+        "at one path (Heroku: /app/.heroku/python)",
+    )
 
     def image_for(self, arch: Arch) -> str:
         if arch in self.base_image_per_arch:

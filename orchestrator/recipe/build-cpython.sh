@@ -48,8 +48,9 @@ printf 'SANDBOX environment=%s\n' "$(compgen -e | sort | tr '\n' ',' | sed 's/,$
 [ "$network" = blocked ] || die "the build container can open network connections; refusing to build"
 [ "$(id -u)" != 0 ] || die "the build container runs as root; refusing to build"
 
-# A fixed build directory (the container is fresh each time): its path ends up in
-# sysconfig data and the config Makefile, so a random one would make every build differ.
+# A fixed build directory (the container is fresh each time): make install writes its path into
+# sysconfig data and the config Makefile (relocate.py replaces it), so a random one would make
+# every build differ.
 srcdir=/tmp/python-build
 mkdir "$srcdir"
 phase "unpack $(basename "$FARM_SOURCE")"
@@ -89,6 +90,11 @@ find . -depth -type d -name __pycache__ -exec rm -rf {} +
 # Scripts with absolute shebangs to the build prefix; not needed in a runtime.
 rm -f bin/idle* bin/pydoc* bin/2to3*
 ln -sfn python3 bin/python
+
+# Every path the runtime reports about itself (sysconfig, pkg-config, python-config, the config
+# Makefile) follows the directory it is unpacked in; before compileall, so the .pyc match.
+phase "relocate sysconfig, pkg-config and python-config data"
+bin/python3 -I -B /farm/recipe/relocate.py "$FARM_PREFIX" "$srcdir" .
 
 # Level-0 bytecode only, checked by source hash rather than mtime so it stays valid after
 # extraction anywhere; one worker so marshal output does not depend on scheduling. -B: the

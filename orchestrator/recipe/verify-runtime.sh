@@ -317,12 +317,32 @@ print("; ".join(bad) or "clean: " + ", ".join(names))
 sys.exit(1 if bad else 0)'
 }
 
+# Every directory sysconfig names is under the unpacked tree and exists; no variable names the
+# configure prefix (FARM_BUILD_PREFIX, from the host) or the build directory.
+# shellcheck disable=SC2016
+RELOCATED='import os, sys, sysconfig
+root, build_prefix = sys.argv[1], sys.argv[2]
+v = sysconfig.get_config_vars()
+bad = []
+for name in ("prefix", "exec_prefix", "LIBDIR", "LIBPL", "INCLUDEPY", "BINDIR", "CONFINCLUDEPY",
+             "LIBDEST", "BINLIBDEST", "LIBPC"):
+    value = str(v.get(name))
+    if not (value == root or value.startswith(root + "/")) or not os.path.isdir(value):
+        bad.append(f"{name}={value}")
+for needle in filter(None, (build_prefix, "/tmp/python-build")):
+    bad += [f"{k} names {needle}" for k, x in sorted(v.items()) if needle in str(x)]
+print("; ".join(bad[:8]) or "LIBDIR=" + v["LIBDIR"] + " INCLUDEPY=" + v["INCLUDEPY"])
+sys.exit(1 if bad else 0)'
+
+check_relocated() {
+  check sysconfig:relocated "$py" -I -c "$RELOCATED" "$prefix" "${FARM_BUILD_PREFIX:-}"
+}
+
 # --- extension stage ---------------------------------------------------------------------------
 
-check_extension() {
-  local work
-  work=$(mktemp -d /tmp/cext.XXXXXX)
-  cat >"$work/farmcheck.c" <<'EOF'
+# The C extension module and the embedding program every consumer check builds, into DIR.
+write_sources() {
+  cat >"$1/farmcheck.c" <<'EOF'
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -335,6 +355,29 @@ static PyMethodDef methods[] = {{"add", add, METH_VARARGS, "a + b"}, {NULL, NULL
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "farmcheck", NULL, -1, methods};
 PyMODINIT_FUNC PyInit_farmcheck(void) { return PyModule_Create(&module); }
 EOF
+  cat >"$1/embed.c" <<'EOF'
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+int main(int argc, char **argv) {
+    PyConfig config;
+    PyConfig_InitIsolatedConfig(&config);
+    /* A relocated runtime: tell the embedded interpreter where its home is. */
+    PyStatus status = PyConfig_SetBytesString(&config, &config.home, argv[1]);
+    if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) Py_ExitStatusException(status);
+    int rc = PyRun_SimpleString("import sys, json; print(sys.prefix, sys.version_info[:2])");
+    return Py_FinalizeEx() < 0 || rc != 0 ? 1 : 0;
+}
+EOF
+}
+
+
+check_extension() {
+  local work
+  work=$(mktemp -d /tmp/cext.XXXXXX)
+  write_sources "$work"
   # Compile and link the way setuptools does: with the compiler and flags sysconfig records.
   local vars cc cflags ccshared ldshared include suffix
   vars=$(pyrun 'import sysconfig
@@ -354,28 +397,183 @@ import farmcheck
 assert farmcheck.add(40, 2) == 42, farmcheck.add(40, 2)
 print(farmcheck.__file__, "add(40, 2) = 42")' "$work"
 
-  cat >"$work/embed.c" <<'EOF'
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-int main(int argc, char **argv) {
-    PyConfig config;
-    PyConfig_InitIsolatedConfig(&config);
-    /* A relocated runtime: tell the embedded interpreter where its home is. */
-    PyStatus status = PyConfig_SetBytesString(&config, &config.home, argv[1]);
-    if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
-    PyConfig_Clear(&config);
-    if (PyStatus_Exception(status)) Py_ExitStatusException(status);
-    int rc = PyRun_SimpleString("import sys, json; print(sys.prefix, sys.version_info[:2])");
-    return Py_FinalizeEx() < 0 || rc != 0 ? 1 : 0;
-}
-EOF
   local includes ldflags
   includes=$("$prefix/bin/python3-config" --includes)
   ldflags=$("$prefix/bin/python3-config" --ldflags --embed)
   # shellcheck disable=SC2086
   check embed:build gcc $includes "$work/embed.c" -o "$work/embed" $ldflags -Wl,-rpath,"$prefix/lib"
   check embed:run "$work/embed" "$prefix"
+  check_embed_without_home "$work" "$includes" "$ldflags"
+}
+
+# How an embedding program finds the stdlib without being told (CPython's Modules/getpath.py):
+# on Linux getpath knows no path of libpython (only Windows and macOS frameworks report one), so
+# it searches up from the program's directory (from argv[0] or PyConfig.program_name) for
+# lib/pythonX.Y/os.py, then tries configure's prefix. So PYTHONHOME (or PyConfig.home) works
+# anywhere, a program inside the runtime's tree that passes its argv needs nothing, and one
+# elsewhere fails unless the runtime sits at its configured prefix (docs/RELOCATION.md).
+check_embed_without_home() {
+  local work=$1 includes=$2 ldflags=$3 out status
+  cat >"$work/embed-env.c" <<'EOF'
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+int main(int argc, char **argv) {
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);  /* reads PYTHONHOME; no home set here */
+    /* argv[0] is where getpath starts looking: without it, it starts from "python3" on PATH. */
+    PyStatus status = PyConfig_SetBytesArgv(&config, argc, argv);
+    if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) Py_ExitStatusException(status);
+    int rc = PyRun_SimpleString("import sys, encodings; print(sys.base_prefix)");
+    return Py_FinalizeEx() < 0 || rc != 0 ? 1 : 0;
+}
+EOF
+  # shellcheck disable=SC2086
+  check embed:build-env gcc $includes "$work/embed-env.c" -o "$work/embed-env" $ldflags \
+    -Wl,-rpath,"$prefix/lib"
+  expect_prefix embed:pythonhome env PYTHONHOME="$prefix" "$work/embed-env"
+  cp "$work/embed-env" "$prefix/bin/farm-embed-check"
+  expect_prefix embed:inside-tree env -u PYTHONHOME "$prefix/bin/farm-embed-check"
+  rm -f "$prefix/bin/farm-embed-check"
+  out=$(cd / && timeout 60 env -u PYTHONHOME "$work/embed-env" 2>&1)
+  status=$?
+  case $status:$out in
+    0:*) report embed:outside-no-home ok "found the stdlib: the runtime is at its configured prefix" ;;
+    *encodings*)
+      report embed:outside-no-home ok \
+        "needs PYTHONHOME, as documented: $(printf '%s\n' "$out" | grep -m1 'Fatal Python error')" ;;
+    *) fail_with_output embed:outside-no-home "$status" "$out" ;;
+  esac
+}
+
+# expect_prefix NAME COMMAND...: the command prints sys.base_prefix, which must be the tree.
+expect_prefix() {
+  local name=$1 out status
+  shift
+  out=$(timeout 60 "$@" 2>&1)
+  status=$?
+  if [ "$status" -eq 0 ] && [ "$out" = "$prefix" ]; then
+    report "$name" ok "sys.base_prefix = $out"
+  else
+    fail_with_output "$name" "$status" "$out (expected sys.base_prefix = $prefix)"
+  fi
+}
+
+# --- consumers stage (the builder plus CMake, meson, ninja: the tools users point at a runtime) --
+
+# check_import NAME DIR: the extension module in DIR imports in the runtime and works.
+check_import() {
+  check "$1" "$py" -I -c 'import sys
+sys.path.insert(0, sys.argv[1])
+import farmcheck
+assert farmcheck.add(40, 2) == 42
+print(farmcheck.__file__)' "$2"
+}
+
+# check_under NAME WHAT VALUE...: every VALUE is a path under the unpacked tree.
+check_under() {
+  local name=$1 what=$2 value bad=()
+  shift 2
+  for value in "$@"; do
+    case $value in "$prefix"/*) ;; *) bad+=("$value") ;; esac
+  done
+  if [ $# -gt 0 ] && [ ${#bad[@]} -eq 0 ]; then report "$name" ok "$what: $*"
+  else report "$name" fail "$what not under $prefix: ${bad[*]:-none found}"; fi
+}
+
+check_consumers() {
+  local work
+  work=$(mktemp -d /tmp/consumers.XXXXXX)
+  write_sources "$work"
+
+  # pkg-config sees only the runtime's .pc files, so nothing of the image can stand in.
+  local pcflags flag dirs=()
+  if pcflags=$(PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig" PKG_CONFIG_PATH="$prefix/lib/pkgconfig" \
+    pkg-config --cflags --libs python3-embed 2>&1); then
+    for flag in $pcflags; do
+      case $flag in -I* | -L*) dirs+=("$(realpath -m "${flag:2}")") ;; esac
+    done
+    check_under pkgconfig:flags "-I/-L of python3-embed" "${dirs[@]}"
+    # shellcheck disable=SC2086
+    check pkgconfig:embed-build gcc "$work/embed.c" -o "$work/embed-pc" $pcflags \
+      -Wl,-rpath,"$prefix/lib"
+    check pkgconfig:embed-run "$work/embed-pc" "$prefix"
+  else
+    report pkgconfig:flags fail "pkg-config --cflags --libs python3-embed: $(last_line "$pcflags")"
+  fi
+
+  # CMake's FindPython, pointed at the interpreter: it reads sysconfig for headers and libpython.
+  local version
+  version=$(cmake --version 2>/dev/null | awk 'NR == 1 { print $3 }')
+  case $version in
+    "") report cmake:configure fail "no cmake in the image" ;;
+    3.1[0-7].* | 3.[0-9].*)
+      report cmake:configure skip "cmake $version: FindPython's Development.Module/Embed need 3.18" ;;
+    *)
+      cat >"$work/CMakeLists.txt" <<'EOF'
+cmake_minimum_required(VERSION 3.18)
+project(farmcheck C)
+find_package(Python3 REQUIRED COMPONENTS Interpreter Development.Module Development.Embed)
+file(WRITE "${CMAKE_BINARY_DIR}/found.txt" "${Python3_INCLUDE_DIRS}\n${Python3_LIBRARIES}\n")
+Python3_add_library(farmcheck MODULE farmcheck.c WITH_SOABI)
+add_executable(embed embed.c)
+target_link_libraries(embed PRIVATE Python3::Python)
+EOF
+      check cmake:configure cmake -S "$work" -B "$work/cmake" -DPython3_EXECUTABLE="$py" \
+        -DPython3_FIND_STRATEGY=LOCATION
+      if [ -f "$work/cmake/found.txt" ]; then
+        # shellcheck disable=SC2046
+        check_under cmake:found "Python3_INCLUDE_DIRS, Python3_LIBRARIES" \
+          $(tr ';' '\n' <"$work/cmake/found.txt")
+        check cmake:build cmake --build "$work/cmake"
+        check_import cmake:import "$work/cmake"
+        check cmake:embed-run "$work/cmake/embed" "$prefix"
+      fi
+      ;;
+  esac
+
+  # meson, twice: plain meson with pkg-config's python3 (any meson), and meson's python module,
+  # whose find_installation() runs the interpreter and reads its sysconfig. A meson whose python
+  # module still needs distutils (Debian 12's 1.0.1 says so), which Python 3.12+ no longer has,
+  # gets that one reported as skipped.
+  if ! command -v meson >/dev/null; then
+    report meson:pkgconfig-setup fail "no meson in the image"
+    return
+  fi
+  local suffix out status
+  suffix=$(pyrun 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+  mkdir "$work/meson-pc" "$work/meson-py"
+  cp "$work/farmcheck.c" "$work/meson-pc/"
+  cp "$work/farmcheck.c" "$work/meson-py/"
+  cat >"$work/meson-pc/meson.build" <<EOF
+project('farmcheck', 'c')
+shared_module('farmcheck', 'farmcheck.c', dependencies: dependency('python3'),
+              name_prefix: '', name_suffix: '${suffix#.}')
+EOF
+  check meson:pkgconfig-setup env PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig" \
+    meson setup "$work/meson-pc/build" "$work/meson-pc"
+  check meson:pkgconfig-build ninja -C "$work/meson-pc/build"
+  check_import meson:pkgconfig-import "$work/meson-pc/build"
+
+  cat >"$work/meson-py/meson.build" <<EOF
+project('farmcheck', 'c')
+py = import('python').find_installation('$py')
+py.extension_module('farmcheck', 'farmcheck.c', dependencies: py.dependency())
+EOF
+  out=$(timeout 300 meson setup "$work/meson-py/build" "$work/meson-py" 2>&1)
+  status=$?
+  if [ "$status" -ne 0 ] && [[ $out == *"missing distutils"* ]]; then
+    report meson:python-setup skip "meson $(meson --version) needs distutils for its python module"
+    return
+  elif [ "$status" -ne 0 ]; then
+    fail_with_output meson:python-setup "$status" "$out"
+    return
+  fi
+  report meson:python-setup ok "$(last_line "$out")"
+  check meson:python-build ninja -C "$work/meson-py/build"
+  check_import meson:python-import "$work/meson-py/build"
 }
 
 case $stage in
@@ -390,10 +588,15 @@ case $stage in
     check_recursion
     check_venv
     check_sysconfig
+    check_relocated
     ;;
   extension)
     extract
     check_extension
+    ;;
+  consumers)
+    extract
+    check_consumers
     ;;
   *) printf 'unknown stage %s\n' "$stage" >&2; exit 2 ;;
 esac

@@ -4,15 +4,19 @@ Three vantage points, every check reported by name:
 
 1. On the host, without Docker: the archive's members and ELF files (verify/elfaudit.py):
    checksum, layout, no static libraries, the right machine, stripped, and no rpath but
-   `$ORIGIN/../lib` on the executable; members that still name the build directory are
-   reported as warnings. Hardening (verify/elfharden.py): non-executable stack, no W+X
-   segment, full RELRO, no text relocations, stack protector and _FORTIFY_SOURCE.
+   `$ORIGIN/../lib` on the executable; no text member names the build directory or configure's
+   prefix (recipe/relocate.py made them follow the unpacked tree).
+   Hardening (verify/elfharden.py): non-executable stack, no W+X segment, full RELRO, no
+   text relocations, stack protector and _FORTIFY_SOURCE.
 2. In a clean container of the stack's run image (no compilers, no network, no
    LD_LIBRARY_PATH), the archive unpacked at a fresh random path: the executables and
    python3-config, linkage (`ldd`, mapped to apt packages with `dpkg-query -S`), every expected
    module, codec round trips, recursion in a thread, venv + pip, and sysconfig.
 3. In a container of the builder image (it has gcc): a C extension built with the flags
-   sysconfig records, and a program embedding libpython.
+   sysconfig records, and programs embedding libpython (with and without a home).
+4. In a container of the consumer image (the builder plus CMake, meson, ninja): what users'
+   build tools make of the runtime at that path: pkg-config's python3-embed, CMake's
+   FindPython (an extension module and an embedding program) and meson's python module.
 
 The container side is recipe/verify-runtime.sh; it prints `CHECK <name> ok|fail|skip <detail>`
 lines that are parsed here. A failed verification raises VerificationError (exit code 9).
@@ -52,12 +56,12 @@ from orchestrator.errors import DockerError, PackagingError, VerificationError
 from orchestrator.matrix import Arch
 from orchestrator.safetar import RUNTIME_LIMITS, Limits
 from orchestrator.sandbox import confinement, sandbox_user
-from orchestrator.verify.elfaudit import ArchiveScan, ElfInfo, scan_archive
+from orchestrator.verify.elfaudit import BUILD_PATH_MARKERS, ArchiveScan, ElfInfo, scan_archive
 
 VERIFY_SCRIPT = "verify-runtime.sh"
 # Bounds for each verification container. A fast stage takes about a minute and a few hundred
-# MB; arm64 under qemu is ~10x slower. Generous, but a hung check can no longer hold a
-# nightly slot, nor one stage the machine's memory.
+# MB (the consumer stage compiles with CMake and meson); arm64 under qemu is ~10x slower.
+# Generous, but a hung check can no longer hold a nightly slot, nor one stage the machine.
 STAGE_MEMORY_BYTES = 3 * 1024**3
 STAGE_TIMEOUT_SECONDS = 45 * 60
 # A tmpfs counts against the memory limit: /tmp gets most of it (runtime + builds ~ 300 MB).
@@ -70,7 +74,7 @@ EXECUTABLE_RPATH = "$ORIGIN/../lib"
 ELF_MACHINES = {Arch.AMD64: "EM_X86_64", Arch.ARM64: "EM_AARCH64"}
 _DETAIL_LIMIT = 240
 
-Stage = Literal["runtime", "extension"]
+Stage = Literal["runtime", "extension", "consumers"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,10 +194,47 @@ def raise_for_failures(report: VerificationReport, *, what: str) -> None:
 # --- host-side audit -----------------------------------------------------------------------
 
 
-def audit_checks(scan: ArchiveScan, *, major_minor: str, arch: Arch | None) -> list[CheckResult]:
-    """Judge the facts scan_archive gathered."""
+def audit_checks(
+    scan: ArchiveScan, *, major_minor: str, arch: Arch | None, install_prefix: str | None = None
+) -> list[CheckResult]:
+    """Judge the facts scan_archive gathered.
+
+    `install_prefix` is configure's --prefix: a text member naming it (like one naming the build
+    directory) reports a path of the build host instead of where the runtime is unpacked.
+    """
     executable = f"bin/python{major_minor}"
     checks = [_layout_check(scan.members)]
+    # A hit lists every marker its member names, joined by ", " (elfaudit.scan_archive).
+    found = [(name, markers.split(", ")) for name, markers in scan.build_path_hits]
+    build_dir = [
+        f"{name} ({', '.join(m for m in names if m.encode() in BUILD_PATH_MARKERS)})"
+        for name, names in found
+        if any(m.encode() in BUILD_PATH_MARKERS for m in names)
+    ]
+    checks.append(
+        CheckResult(
+            name="relocate:build-dir",
+            ok=not build_dir,
+            detail=(
+                f"text files name the build directory: {_some(build_dir)}"
+                if build_dir
+                else "no text file names the build directory"
+            ),
+        )
+    )
+    if install_prefix is not None:
+        named = [name for name, names in found if install_prefix in names]
+        checks.append(
+            CheckResult(
+                name="relocate:build-prefix",
+                ok=not named,
+                detail=(
+                    f"text files name the build prefix {install_prefix}: {_some(named)}"
+                    if named
+                    else f"no text file names the build prefix {install_prefix}"
+                ),
+            )
+        )
     checks.append(
         CheckResult(
             name="archive:static-libs",
@@ -442,6 +483,7 @@ def _run_stage(
     cell_id: str,
     copy: bool,
     log: TextIO,
+    build_prefix: str | None = None,
     timeout_seconds: float = STAGE_TIMEOUT_SECONDS,
 ) -> ScriptOutput:
     # A path the runtime has never seen, different for every run and stage (on /tmp: the
@@ -460,7 +502,11 @@ def _run_stage(
             # The build's labels, so the farm's clean-up on Ctrl-C finds these containers too.
             labels={CELL_LABEL: cell_id, ROLE_LABEL: "verify", OWNER_LABEL: owner()},
             # An explicit allow-list: nothing from the host leaks in.
-            environment={"HOME": "/tmp"},
+            # configure's prefix, so the script can tell what must not be named any more.
+            environment={
+                "HOME": "/tmp",
+                **({"FARM_BUILD_PREFIX": build_prefix} if build_prefix else {}),
+            },
             volumes=None
             if copy
             else {
@@ -603,13 +649,20 @@ def audit_archive(
     when it holds absolute or `..` names, links or devices escaping the tree, or exceeds a
     limit; so the containers (GNU tar) only ever unpack an archive already proven safe."""
     checks = [_checksum_check(archive, metadata.get("sha256"))]
-    scan = scan_archive(archive, limits=limits)
+    install_prefix = configured_prefix(metadata)
+    markers = BUILD_PATH_MARKERS + ((install_prefix.encode(),) if install_prefix else ())
+    scan = scan_archive(archive, build_path_markers=markers, limits=limits)
     major_minor = f"{metadata['major']}.{metadata['minor']}"
-    checks.extend(audit_checks(scan, major_minor=major_minor, arch=Arch(metadata["arch"])))
-    warnings = [
-        f"{name} names the build directory ({marker})" for name, marker in scan.build_path_hits
-    ]
-    return HostAudit(checks=checks, scan=scan, warnings=warnings)
+    checks.extend(
+        audit_checks(
+            scan,
+            major_minor=major_minor,
+            arch=Arch(metadata["arch"]),
+            install_prefix=install_prefix,
+        )
+    )
+    # Build-path hits are failures now (relocate:build-dir/-prefix), not warnings.
+    return HostAudit(checks=checks, scan=scan, warnings=[])
 
 
 def verify_archive(
@@ -624,6 +677,7 @@ def verify_archive(
     transfer: Transfer = "auto",
     stack_packages: Sequence[str] = (),
     audit: HostAudit | None = None,
+    consumer_image: str | None = None,
 ) -> VerificationReport:
     """Run every check on `archive`; never raises for a failed check (see raise_for_failures).
 
@@ -641,6 +695,7 @@ def verify_archive(
     # Bind mounts need the engine on this machine; a remote one (ssh://...) gets copies.
     copy = transfer == "copy" or (transfer == "auto" and not is_local_engine(client))
     host = audit if audit is not None else audit_archive(archive, metadata)
+    install_prefix = configured_prefix(metadata)
     scan = host.scan
     checks = list(host.checks)
     warnings = list(host.warnings)
@@ -651,10 +706,12 @@ def verify_archive(
         log.write(f"# verify {archive} ({cell_id})\n")
         for check in checks:
             log.write(_format_check(check))
-        stages: tuple[tuple[Stage, str, list[str]], ...] = (
+        stages: list[tuple[Stage, str, list[str]]] = [
             ("runtime", run_image, list(expected_modules)),
             ("extension", builder_image, []),
-        )
+        ]
+        if consumer_image is not None:
+            stages.append(("consumers", consumer_image, []))
         for stage, image, modules in stages:
             output = _run_stage(
                 client,
@@ -667,6 +724,7 @@ def verify_archive(
                 cell_id=cell_id,
                 copy=copy,
                 log=log,
+                build_prefix=install_prefix,
             )
             checks.extend(output.checks)
             warnings.extend(output.warnings)
@@ -692,6 +750,15 @@ def verify_archive(
         seconds=seconds,
         log_path=log_path,
     )
+
+
+def configured_prefix(metadata: dict[str, Any]) -> str | None:
+    """configure's --prefix from the record's configure_args, None for an older record."""
+    args = metadata.get("configure_args")
+    if not isinstance(args, list):
+        return None
+    prefixes = [a.removeprefix("--prefix=") for a in args if str(a).startswith("--prefix=")]
+    return prefixes[-1] if prefixes and prefixes[-1].startswith("/") else None
 
 
 def metadata_path_for(archive: Path) -> Path:

@@ -101,6 +101,16 @@ def builder_image_debian12(docker_client: DockerClient, repo_matrix: Matrix) -> 
 
 
 @pytest.fixture(scope="session")
+def consumer_image_debian12(docker_client: DockerClient, repo_matrix: Matrix) -> str:
+    """The debian-12 consumer image: the builder + CMake, meson and ninja."""
+    from orchestrator.images import ensure_image, plan_image
+
+    plan = plan_image(docker_client, repo_matrix, "debian-12", Arch.AMD64, "consumer")
+    log = Layout(out_dir=REPO_ROOT / "out").image_log(plan.tag)
+    return ensure_image(docker_client, plan, log_path=log).image_id
+
+
+@pytest.fixture(scope="session")
 def slim_build(tmp_path_factory: pytest.TempPathFactory, docker_client: DockerClient) -> Path:
     """OUT dir of one build of E2E_CELL with the profile `slim-fast`: slim's footprint with
     fast's compiler settings. Also the "rebuild from changed inputs" test_uv_rebuild needs."""

@@ -44,6 +44,7 @@ def _verify(
     run_image: str,
     builder_image: str,
     log_path: Path,
+    consumer_image: str | None = None,
 ) -> VerificationReport:
     report = verify_archive(
         client,
@@ -51,6 +52,7 @@ def _verify(
         metadata=metadata,
         run_image=run_image,
         builder_image=builder_image,
+        consumer_image=consumer_image,
         expected_modules=metadata["expected_modules"],
         log_path=log_path,
     )
@@ -83,6 +85,7 @@ def test_the_e2e_runtime_passes(
     docker_client: DockerClient,
     run_image_debian12: str,
     builder_image_debian12: str,
+    consumer_image_debian12: str,
     tmp_path: Path,
 ) -> None:
     report = _verify(
@@ -91,6 +94,7 @@ def test_the_e2e_runtime_passes(
         metadata,
         run_image=run_image_debian12,
         builder_image=builder_image_debian12,
+        consumer_image=consumer_image_debian12,
         log_path=tmp_path / "verify.log",
     )
     raise_for_failures(report, what=e2e_build.archive.name)  # names any failure on its own
@@ -118,6 +122,19 @@ def test_the_e2e_runtime_passes(
         "elf:textrel",
         "elf:stack-protector",
         "elf:fortify",
+        # Relocation (docs/RELOCATION.md), at the random path verification unpacks to.
+        "relocate:build-dir",
+        "relocate:build-prefix",
+        "sysconfig:relocated",
+        "embed:pythonhome",
+        "embed:inside-tree",
+        "embed:outside-no-home",
+        "pkgconfig:flags",
+        "pkgconfig:embed-run",
+        "cmake:found",
+        "cmake:import",
+        "cmake:embed-run",
+        "meson:pkgconfig-import",
     } | {f"import:{module}" for module in metadata["expected_modules"]}
     assert expected <= names, expected - names
     # The build recorded the same hardening: every linked ELF file hardened, and libpython
@@ -249,3 +266,65 @@ def test_an_absolute_rpath_fails_the_audit(
     # /opt/python-farm/lib does not exist where the runtime is unpacked: it cannot even start.
     assert "exec:python3.13" in message, message
     assert "libpython3.13.so.1.0: cannot open shared object file" in message, message
+
+
+SYSCONFIGDATA_SAMPLE = (
+    Path(__file__).parents[1]
+    / "unit"
+    / "data"
+    / "relocate"
+    / "_sysconfigdata__linux_x86_64-linux-gnu.py.sample"
+)
+
+
+@pytest.mark.parametrize("left", ["pc", "sysconfigdata"])
+def test_relocation_left_undone_fails_naming_the_checks(
+    e2e_build: E2EBuild,
+    metadata: dict[str, Any],
+    docker_client: DockerClient,
+    run_image_debian12: str,
+    builder_image_debian12: str,
+    consumer_image_debian12: str,
+    tmp_path: Path,
+    left: str,
+) -> None:
+    """An archive whose .pc file or sysconfig data still names the build prefix."""
+
+    def unrelocate(tree: Path) -> None:
+        if left == "pc":
+            pc = tree / "lib" / "pkgconfig" / "python-3.13-embed.pc"
+            pc.write_text(pc.read_text().replace("${pcfiledir}/../..", "/opt/python-farm"))
+        else:
+            # As `make install` wrote it (the sample is from this very build).
+            data = tree / "lib" / "python3.13" / "_sysconfigdata__linux_x86_64-linux-gnu.py"
+            data.write_text(SYSCONFIGDATA_SAMPLE.read_text())
+            for pyc in (data.parent / "__pycache__").glob("_sysconfigdata_*.pyc"):
+                pyc.unlink()  # else the relocated bytecode would still be imported
+
+    archive, record = _broken(e2e_build, metadata, tmp_path, unrelocate)
+    report = _verify(
+        docker_client,
+        archive,
+        record,
+        run_image=run_image_debian12,
+        builder_image=builder_image_debian12,
+        consumer_image=consumer_image_debian12,
+        log_path=tmp_path / "verify.log",
+    )
+    message = _failure_message(report)
+    failed = {check.name for check in report.checks if not check.ok}
+    if left == "pc":
+        assert failed == {
+            "relocate:build-prefix",
+            "pkgconfig:flags",
+            "pkgconfig:embed-build",
+            "pkgconfig:embed-run",
+        }, message
+        assert "lib/pkgconfig/python-3.13-embed.pc" in message
+    else:
+        # Only these: the consumers (pkg-config, CMake, meson) do not need these variables.
+        assert failed == {"relocate:build-prefix", "relocate:build-dir", "sysconfig:relocated"}, (
+            message
+        )
+        assert "_sysconfigdata__linux_x86_64-linux-gnu.py" in message
+        assert "LIBDIR=/opt/python-farm/lib" in message

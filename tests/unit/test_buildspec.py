@@ -4,7 +4,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+import yaml
+
 from orchestrator.buildspec import INSTALL_PREFIX, build_spec, configure_args, recipe_digest
+from orchestrator.errors import ConfigError
 from orchestrator.fingerprint import fingerprint, fingerprint_inputs
 from orchestrator.matrix import load_matrix
 
@@ -129,3 +133,70 @@ def test_pinned_size_is_not_a_build_input(repo_root: Path) -> None:
     sized_inputs = fingerprint_inputs(spec, **base)  # type: ignore[arg-type]
     assert sized_inputs == fingerprint_inputs(unsized, **base)  # type: ignore[arg-type]
     assert "size" not in json.dumps(sized_inputs)
+
+
+def _with_prefixes(
+    repo_root: Path, tmp_path: Path, *, stack: str | None, profile: str | None
+) -> Path:
+    """matrix.yaml with install_prefix set on debian-12 and/or the fast profile."""
+    data = yaml.safe_load((repo_root / "matrix.yaml").read_text())
+    if stack is not None:
+        data["stacks"]["debian-12"]["install_prefix"] = stack
+    if profile is not None:
+        data["profiles"]["fast"]["install_prefix"] = profile
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_install_prefix_profile_wins_over_stack_over_default(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    def prefix_of(path: Path, cell: str, profile: str) -> tuple[str, str, str]:
+        matrix = load_matrix(path)
+        spec = build_spec(matrix, matrix.cell(cell), profile)
+        env = spec.container_environment(source_path="/s", jobs=1, source_date_epoch=0)
+        arg = next(a for a in spec.configure_args if a.startswith("--prefix="))
+        return spec.install_prefix, arg, env["FARM_PREFIX"]
+
+    heroku = "/app/.heroku/python"
+    stack_only = _with_prefixes(repo_root, tmp_path, stack=heroku, profile=None)
+    assert prefix_of(stack_only, "3.13.5-debian-12-amd64", "fast") == (
+        heroku,
+        f"--prefix={heroku}",
+        heroku,
+    )
+    # Other stacks keep the default.
+    assert prefix_of(stack_only, "3.13.5-debian-13-amd64", "fast")[0] == INSTALL_PREFIX
+    both = _with_prefixes(repo_root, tmp_path, stack=heroku, profile="/srv/python")
+    assert prefix_of(both, "3.13.5-debian-12-amd64", "fast")[0] == "/srv/python"
+    assert prefix_of(both, "3.13.5-debian-12-amd64", "release")[0] == heroku
+
+
+def test_install_prefix_changes_the_fingerprint(repo_root: Path, tmp_path: Path) -> None:
+    default = load_matrix(repo_root / "matrix.yaml")
+    moved = load_matrix(
+        _with_prefixes(repo_root, tmp_path, stack="/app/.heroku/python", profile=None)
+    )
+    cell = "3.13.5-debian-12-amd64"
+    inputs = [
+        fingerprint_inputs(
+            build_spec(m, m.cell(cell), "fast"),
+            recipe_version=1,
+            dockerfile_sha256="d",
+            base_image_id="b",
+            recipe_sha256="r",
+        )
+        for m in (default, moved)
+    ]
+    assert fingerprint(inputs[0]) != fingerprint(inputs[1])
+
+
+@pytest.mark.parametrize(
+    "bad", ["relative/path", "/", "/opt/../etc", "/opt/./py", "/opt/py/", "/opt/my py", "/opt/$(x)"]
+)
+def test_install_prefix_must_be_a_plain_absolute_path(
+    repo_root: Path, tmp_path: Path, bad: str
+) -> None:
+    with pytest.raises(ConfigError, match="install_prefix"):
+        load_matrix(_with_prefixes(repo_root, tmp_path, stack=None, profile=bad))

@@ -21,6 +21,7 @@ from orchestrator.verify.runtime import (
     CheckResult,
     VerificationReport,
     audit_checks,
+    configured_prefix,
     hardening_summary,
     parse_script_output,
     raise_for_failures,
@@ -217,6 +218,7 @@ def test_audit_accepts_origin_rpath_on_the_executable_only() -> None:
         "elf:textrel",
         "elf:stack-protector",
         "elf:fortify",
+        "relocate:build-dir",
     }
 
 
@@ -247,9 +249,16 @@ def test_audit_other_failures() -> None:
                 static_libs=("lib/libpython3.13.a",),
                 unreadable_elves=("lib/broken.so",),
                 not_unchecked_pycs=("lib/python3.13/__pycache__/re.cpython-313.pyc",),
+                build_path_hits=(
+                    ("lib/python3.13/config-3.13/Makefile", "/tmp/python-build"),
+                    ("lib/pkgconfig/python-3.13.pc", "/opt/python-farm"),
+                    # As scan_archive reports a member naming both.
+                    ("lib/python3.13/_sysconfigdata_x.py", "/tmp/python-build, /opt/python-farm"),
+                ),
             ),
             major_minor="3.13",
             arch=Arch.ARM64,
+            install_prefix="/opt/python-farm",
         )
     )
     assert checks["archive:layout"].detail == "missing: include; unexpected top-level entries: etc"
@@ -258,6 +267,14 @@ def test_audit_other_failures() -> None:
     assert checks["elf:arch"].detail == "expected EM_AARCH64: bin/python3.13 is EM_X86_64"
     assert "bin/python3.13" in checks["elf:stripped"].detail
     assert "re.cpython-313.pyc" in checks["pyc:unchecked-hash"].detail
+    assert checks["relocate:build-dir"].detail == (
+        "text files name the build directory: lib/python3.13/config-3.13/Makefile "
+        "(/tmp/python-build), lib/python3.13/_sysconfigdata_x.py (/tmp/python-build)"
+    )
+    assert checks["relocate:build-prefix"].detail == (
+        "text files name the build prefix /opt/python-farm: lib/pkgconfig/python-3.13.pc, "
+        "lib/python3.13/_sysconfigdata_x.py"
+    )
     assert {n for n, c in checks.items() if not c.ok} == {
         "archive:layout",
         "archive:static-libs",
@@ -265,7 +282,16 @@ def test_audit_other_failures() -> None:
         "elf:arch",
         "elf:stripped",
         "pyc:unchecked-hash",
+        "relocate:build-dir",
+        "relocate:build-prefix",
     }
+
+
+def test_configured_prefix_comes_from_the_record() -> None:
+    args = ["--build=x86_64-linux-gnu", "--prefix=/app/.heroku/python", "--enable-shared"]
+    assert configured_prefix({"configure_args": args}) == "/app/.heroku/python"
+    assert configured_prefix({}) is None  # a record older than configure_args
+    assert configured_prefix({"configure_args": ["--prefix=relative"]}) is None
 
 
 def test_audit_fails_without_the_executable() -> None:
@@ -454,7 +480,9 @@ class _FakeClient:
         self.containers = _FakeContainers(container)
 
 
-def _run_stage(client: Any, tmp_path: Path, *, copy: bool = False) -> verify.ScriptOutput:
+def _run_stage(
+    client: Any, tmp_path: Path, *, copy: bool = False, build_prefix: str | None = None
+) -> verify.ScriptOutput:
     archive = tmp_path / "a.tar.zst"
     archive.write_bytes(b"zstd")
     with (tmp_path / "log").open("w") as log:
@@ -469,7 +497,15 @@ def _run_stage(client: Any, tmp_path: Path, *, copy: bool = False) -> verify.Scr
             cell_id="3.13.5-debian-12-amd64",
             copy=copy,
             log=log,
+            build_prefix=build_prefix,
         )
+
+
+def test_stage_is_told_the_build_prefix_and_nothing_else(tmp_path: Path) -> None:
+    client = _FakeClient(_FakeContainer(b"DONE runtime\n"))
+    _run_stage(client, tmp_path, build_prefix="/app/.heroku/python")
+    environment = client.containers.created[0]["environment"]
+    assert environment == {"HOME": "/tmp", "FARM_BUILD_PREFIX": "/app/.heroku/python"}
 
 
 def test_stage_container_is_isolated_and_removed(tmp_path: Path) -> None:

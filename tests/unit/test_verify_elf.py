@@ -12,7 +12,7 @@ import pytest
 from orchestrator.archive import pack_tree
 from orchestrator.errors import VerificationError
 from orchestrator.matrix import Arch
-from orchestrator.verify.elfaudit import scan_archive
+from orchestrator.verify.elfaudit import BUILD_PATH_MARKERS, scan_archive
 from orchestrator.verify.runtime import CheckResult, audit_checks
 
 HOST_ARCH = {"x86_64": Arch.AMD64, "aarch64": Arch.ARM64}.get(platform.machine())
@@ -149,6 +149,34 @@ def test_static_library_and_build_paths(gcc: str, tmp_path: Path) -> None:
         ("lib/python3.13/_sysconfigdata.py", "/tmp/python-build"),
         ("lib/python3.13/config-3.13/Makefile", "/tmp/cpython."),
     ]
+    # Once a warning, now a failure naming both files.
+    build_dir = checks["relocate:build-dir"]
+    assert not build_dir.ok
+    assert "lib/python3.13/_sysconfigdata.py (/tmp/python-build)" in build_dir.detail
+    assert "lib/python3.13/config-3.13/Makefile (/tmp/cpython.)" in build_dir.detail
+
+
+def test_text_naming_the_build_prefix_fails(gcc: str, tmp_path: Path) -> None:
+    """A .pc file left with configure's prefix: found in the archive, named by the check."""
+    tree = _runtime_tree(tmp_path / "tree", gcc, dynload_flags=("-s",))
+    pkgconfig = tree / "lib" / "pkgconfig"
+    pkgconfig.mkdir()
+    (pkgconfig / "python-3.13.pc").write_text("prefix=/opt/python-farm\n")
+    (pkgconfig / "python3.pc").write_text("prefix=${pcfiledir}/../..\n")
+    archive = pack_tree(tree, tmp_path / "rt.tar.zst", source_date_epoch=0, level=3).path
+    scan = scan_archive(archive, build_path_markers=(*BUILD_PATH_MARKERS, b"/opt/python-farm"))
+    checks = {
+        c.name: c
+        for c in audit_checks(
+            scan, major_minor="3.13", arch=HOST_ARCH, install_prefix="/opt/python-farm"
+        )
+    }
+    prefix = checks["relocate:build-prefix"]
+    assert not prefix.ok
+    assert prefix.detail == (
+        "text files name the build prefix /opt/python-farm: lib/pkgconfig/python-3.13.pc"
+    )
+    assert checks["relocate:build-dir"].ok
 
 
 def test_needed_entries_are_read(gcc: str, tmp_path: Path) -> None:
