@@ -1,13 +1,18 @@
 """Make an installed runtime describe the directory it is unpacked in; run by build-cpython.sh.
 
     python3 -I -B relocate.py BUILD_PREFIX BUILD_DIR TREE
+    python3 -I -B relocate.py --uv-format lib/pythonX.Y/_sysconfigdata_*.py   (a check)
 
 BUILD_PREFIX is configure's --prefix, BUILD_DIR where the sources were compiled, TREE the
 installed runtime (its root is what BUILD_PREFIX named). Runs after `make install`, before
 bytecode compilation, so the .pyc files match the rewritten sources. Rewrites, in place:
 
-  lib/pythonX.Y/_sysconfigdata_*.py  every value naming BUILD_PREFIX becomes an expression on
-        `_prefix`, computed at import time from the module's own __file__ (so a copy of the
+  lib/pythonX.Y/_sysconfigdata_*.py  stays in the form uv's parser reads (CPython's header
+        line, then a literal `build_time_vars` dict): in every value naming BUILD_PREFIX, the
+        prefix becomes python-build-standalone's `/install` placeholder, which
+        `uv python install` rewrites to its install directory. A trailer after the dict (run by
+        Python, ignored by uv, dropped by uv's rewrite) swaps the placeholder for the tree's
+        real root, computed at import time from the module's own __file__ (so a copy of the
         data read by cross-compiling tools names the copy's tree); without __file__ (the text
         exec'd on its own, as PyO3 does) it falls back to sys.base_prefix. Values naming
         neither path keep their source bytes. BUILD_DIR becomes the config directory (LIBPL):
@@ -41,6 +46,12 @@ SH_MARKER = "@farm-configured-prefix@"
 # (lib/pythonX.Y/config-*/Makefile); `:=` evaluates it while the Makefile is being read,
 # when it is the last word of MAKEFILE_LIST.
 MAKE_PREFIX = "$(abspath $(dir $(lastword $(MAKEFILE_LIST)))../../..)"
+# python-build-standalone's install prefix, which `uv python install` replaces in
+# _sysconfigdata_ (a word starting with it) and in .pc files; our literal dict uses it too.
+PLACEHOLDER = "/install"
+# CPython's first line of _sysconfigdata_, which uv's parser requires.
+UV_HEADER = "# system configuration generated and used by the sysconfig module\n"
+TRAILER_MARKER = "# Relocatable (python-farm, recipe/relocate.py)"
 
 
 class RelocationError(Exception):
@@ -57,51 +68,134 @@ def _occurrences(value: str, path: str) -> list[int]:
     return found
 
 
-def _expression(value: str, *, prefix: str, build_dir: str, libpl_suffix: str) -> str | None:
-    """`value` as Python source on `_prefix`, or None when it names neither path."""
-    matches: list[tuple[int, int, str | None]] = []  # (start, end, literal after _prefix)
-    matches += [(s, s + len(prefix), None) for s in _occurrences(value, prefix)]
-    matches += [(s, s + len(build_dir), libpl_suffix) for s in _occurrences(value, build_dir)]
+def _swap_paths(value: str, *, prefix: str, build_dir: str, libpl_suffix: str) -> str | None:
+    """`value` with BUILD_PREFIX as the placeholder and BUILD_DIR as the placeholder's config
+    directory, or None when it names neither path."""
+    matches: list[tuple[int, int, str]] = []
+    matches += [(s, s + len(prefix), PLACEHOLDER) for s in _occurrences(value, prefix)]
+    matches += [
+        (s, s + len(build_dir), PLACEHOLDER + libpl_suffix) for s in _occurrences(value, build_dir)
+    ]
     if not matches:
         return None
-    tokens: list[str | None] = []  # None stands for `_prefix`, a str for a literal
+    out: list[str] = []
     position = 0
-    for start, end, suffix in sorted(matches):
+    for start, end, replacement in sorted(matches):
         if start < position:  # one path inside the other: the first match wins
             continue
-        tokens += [value[position:start], None, suffix or ""]
+        out += [value[position:start], replacement]
         position = end
-    tokens.append(value[position:])
-    parts: list[str] = []
-    literal = ""
-    for token in tokens:
-        if token is None:
-            if literal:
-                parts.append(repr(literal))
-            parts.append("_prefix")
-            literal = ""
-        else:
-            literal += token
-    if literal:
-        parts.append(repr(literal))
-    return " + ".join(parts)
+    out.append(value[position:])
+    return "".join(out)
 
 
-def _sysconfig_header(depth: int) -> str:
-    location = "__file__"
+def _sysconfig_trailer(depth: int, keys: list[str]) -> str:
+    location = "abspath(__file__)"
     for _ in range(depth + 1):  # the file's own directory, then `depth` levels up
-        location = f"_dirname({location})"
+        location = f"dirname({location})"
+    listed = "".join(f"        {key!r},\n" for key in keys)
     return (
-        "# Relocatable (python-farm, recipe/relocate.py): paths in the install tree are\n"
-        "# computed from where this file is, so they name wherever the runtime was unpacked.\n"
-        "from os.path import abspath as _abspath, dirname as _dirname\n"
-        "try:\n"
-        f"    _prefix = {location.replace('__file__', '_abspath(__file__)')}\n"
-        "except NameError:  # the text exec'd without a file: the running interpreter's tree\n"
-        "    import sys as _sys\n"
+        f"{TRAILER_MARKER}\n"
+        "# The dict above is what uv and other tools read as text: its paths start with the\n"
+        f"# {PLACEHOLDER} placeholder, which `uv python install` rewrites to where it installs\n"
+        "# (and drops these lines). Anywhere else, Python runs this: the values naming the\n"
+        "# placeholder follow the directory the runtime was unpacked in.\n"
+        "def _farm_relocate():\n"
+        "    from os.path import abspath, dirname\n"
         "\n"
-        "    _prefix = _sys.base_prefix\n"
+        "    try:\n"
+        f"        prefix = {location}\n"
+        "    except NameError:  # the text exec'd without a file: the running interpreter's tree\n"
+        "        import sys\n"
+        "\n"
+        "        prefix = sys.base_prefix\n"
+        "    for key in (\n"
+        f"{listed}"
+        "    ):\n"
+        f"        build_time_vars[key] = build_time_vars[key].replace({PLACEHOLDER!r}, prefix)\n"
+        "\n"
+        "\n"
+        "_farm_relocate()\n"
+        "del _farm_relocate\n"
     )
+
+
+def uv_literal_values(text: str) -> dict[str, str | int]:
+    """The `build_time_vars` dict as uv's sysconfig parser reads it (crates/uv-python/src/
+    sysconfig/parser.rs), raising RelocationError where uv would refuse the file.
+
+    uv needs the header line, then `build_time_vars = {` holding only string (escapes \\\\,
+    \\' and \\" only; adjacent literals concatenate) and integer literals; it stops at the
+    closing brace. `uv python install` fails on a file it cannot read this way.
+    """
+    if not text.startswith(UV_HEADER):
+        raise RelocationError("uv format: the first line is not CPython's sysconfig header")
+    rest = text[len(UV_HEADER) :]
+    if not rest.startswith("build_time_vars"):
+        raise RelocationError("uv format: no `build_time_vars` on the second line")
+    i = len("build_time_vars")
+    space = " \t\x0c\n\r"
+
+    def skip(i: int) -> int:
+        while i < len(rest) and rest[i] in space:
+            i += 1
+        return i
+
+    def string(i: int) -> tuple[str, int]:  # rest[i] is the opening quote
+        quote, i, out = rest[i], i + 1, []
+        while True:
+            if i >= len(rest):
+                raise RelocationError("uv format: unexpected end of file in a string")
+            c = rest[i]
+            if c == "\\":
+                nxt = rest[i + 1 : i + 2]
+                if nxt not in ("\\", "'", '"'):
+                    raise RelocationError(f"uv format: escape \\{nxt} uv cannot read")
+                out.append(nxt)
+                i += 2
+            elif c == quote:
+                return "".join(out), i + 1
+            else:
+                out.append(c)
+                i += 1
+
+    i = skip(i)
+    if rest[i : i + 1] != "=":
+        raise RelocationError("uv format: `build_time_vars` is not assigned")
+    i = skip(i + 1)
+    if rest[i : i + 1] != "{":
+        raise RelocationError("uv format: `build_time_vars` is not a literal dict")
+    i += 1
+    values: dict[str, str | int] = {}
+    while True:
+        i = skip(i)
+        if i >= len(rest):
+            raise RelocationError("uv format: unexpected end of file")
+        if rest[i] == "}":
+            return values
+        if rest[i] not in "'\"":
+            raise RelocationError(f"uv format: unexpected {rest[i]!r} where a key should be")
+        key, i = string(i)
+        i = skip(i)
+        if rest[i : i + 1] == ":":
+            i = skip(i + 1)
+        value: str | int
+        if rest[i : i + 1] in ("'", '"'):
+            parts = []
+            while rest[i : i + 1] in ("'", '"'):
+                part, i = string(i)
+                parts.append(part)
+                i = skip(i)
+            value = "".join(parts)
+        else:
+            match = re.compile(r"-?[0-9]+").match(rest, i)
+            if match is None:
+                raise RelocationError(f"uv format: the value of {key!r} is not a literal")
+            value, i = int(match.group(0)), match.end()
+        values[key] = value
+        i = skip(i)
+        if rest[i : i + 1] == ",":
+            i += 1
 
 
 def relocate_sysconfigdata(
@@ -112,6 +206,9 @@ def relocate_sysconfigdata(
     `depth` is how many directories the file sits below the tree's root (2 for
     lib/pythonX.Y/), `libpl` the config directory relative to the root.
     """
+    if TRAILER_MARKER in text:
+        raise RelocationError("relocated already")
+    original = uv_literal_values(text)
     try:
         module = ast.parse(text)
     except SyntaxError as exc:
@@ -123,39 +220,39 @@ def relocate_sysconfigdata(
         and [getattr(t, "id", None) for t in node.targets] == ["build_time_vars"]
         and isinstance(node.value, ast.Dict)
     ]
-    if len(assignments) != 1:
-        raise RelocationError("no single `build_time_vars = {...}` assignment")
-    assignment = assignments[0]
-    assert isinstance(assignment.value, ast.Dict)
+    if len(module.body) != 1 or len(assignments) != 1:
+        raise RelocationError("not a single `build_time_vars = {...}` assignment")
+    dictionary = assignments[0].value
+    assert isinstance(dictionary, ast.Dict)
     data = text.encode("utf-8")
     line_starts = [0]
     for line in data.splitlines(keepends=True):
         line_starts.append(line_starts[-1] + len(line))
     edits: list[tuple[int, int, bytes]] = []
-    for node in assignment.value.values:
-        try:
-            value = ast.literal_eval(node)
-        except ValueError:  # an expression: relocated already
+    keys: list[str] = []
+    for key_node, node in zip(dictionary.keys, dictionary.values, strict=True):
+        key = ast.literal_eval(key_node) if key_node is not None else None
+        value = ast.literal_eval(node)
+        if not isinstance(key, str) or not isinstance(value, str):
             continue
-        if not isinstance(value, str):
+        swapped = _swap_paths(value, prefix=prefix, build_dir=build_dir, libpl_suffix="/" + libpl)
+        if swapped is None:
             continue
-        expression = _expression(
-            value, prefix=prefix, build_dir=build_dir, libpl_suffix="/" + libpl
-        )
-        if expression is None:
-            continue
+        if PLACEHOLDER in value:  # the trailer's plain replace() would touch it too
+            raise RelocationError(f"{key} names {PLACEHOLDER} already: {value!r}")
         assert node.end_lineno is not None and node.end_col_offset is not None
         start = line_starts[node.lineno - 1] + node.col_offset
         end = line_starts[node.end_lineno - 1] + node.end_col_offset
-        # pprint wraps long strings in parentheses: keep them, they are harmless.
-        edits.append((start, end, expression.encode("utf-8")))
+        edits.append((start, end, repr(swapped).encode("utf-8")))
+        keys.append(key)
     for start, end, replacement in sorted(edits, reverse=True):
         data = data[:start] + replacement + data[end:]
-    statement_start = line_starts[assignment.lineno - 1]
-    data = data[:statement_start] + _sysconfig_header(depth).encode() + data[statement_start:]
-    # Helpers out of the module's namespace once the dict is built.
-    data += b"del _abspath, _dirname, _prefix\n"
-    return data.decode("utf-8")
+    new = data.decode("utf-8") + _sysconfig_trailer(depth, keys)
+    # What uv will read: the same keys, the placeholder where the builder's paths were.
+    literal = uv_literal_values(new)
+    if literal.keys() != original.keys():
+        raise RelocationError("uv format: the rewritten dict lost or gained keys")
+    return new
 
 
 def relocate_pc(text: str, *, prefix: str) -> str:
@@ -288,9 +385,25 @@ def leftovers(tree: Path, paths: tuple[str, ...]) -> list[str]:
     return found
 
 
+def check_uv_format(path: Path) -> int:
+    """`relocate.py --uv-format FILE`, verification's sysconfig:uv-format check."""
+    try:
+        values = uv_literal_values(path.read_text(encoding="utf-8"))
+    except (RelocationError, OSError, UnicodeDecodeError) as exc:
+        print(f"{path.name}: {exc}")
+        return 1
+    print(f"uv reads {len(values)} values; LIBDIR={values.get('LIBDIR')}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--uv-format":
+        return check_uv_format(Path(argv[1]))
     if len(argv) != 3:
-        print("usage: relocate.py BUILD_PREFIX BUILD_DIR TREE", file=sys.stderr)
+        print(
+            "usage: relocate.py BUILD_PREFIX BUILD_DIR TREE | relocate.py --uv-format FILE",
+            file=sys.stderr,
+        )
         return 2
     prefix, build_dir, tree = argv[0].rstrip("/"), argv[1].rstrip("/"), Path(argv[2])
     try:

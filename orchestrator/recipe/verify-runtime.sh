@@ -331,11 +331,18 @@ for name in ("prefix", "exec_prefix", "LIBDIR", "LIBPL", "INCLUDEPY", "BINDIR", 
         bad.append(f"{name}={value}")
 for needle in filter(None, (build_prefix, "/tmp/python-build")):
     bad += [f"{k} names {needle}" for k, x in sorted(v.items()) if needle in str(x)]
+# The placeholder uv rewrites must not reach Python: relocate.py'"'"'s trailer replaces it.
+bad += [f"{k} names the /install placeholder" for k, x in sorted(v.items())
+        if any(w.startswith("/install") for w in str(x).split())]
 print("; ".join(bad[:8]) or "LIBDIR=" + v["LIBDIR"] + " INCLUDEPY=" + v["INCLUDEPY"])
 sys.exit(1 if bad else 0)'
 
 check_relocated() {
   check sysconfig:relocated "$py" -I -c "$RELOCATED" "$prefix" "${FARM_BUILD_PREFIX:-}"
+  # `uv python install` parses _sysconfigdata_ as text and fails on anything but a literal dict.
+  local data
+  data=$(find "$prefix"/lib/python3*/ -maxdepth 1 -name '_sysconfigdata_*.py' | head -n 1)
+  check sysconfig:uv-format "$py" -I -B /farm/recipe/relocate.py --uv-format "$data"
 }
 
 # --- extension stage ---------------------------------------------------------------------------

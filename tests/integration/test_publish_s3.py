@@ -258,9 +258,17 @@ def test_uv_installs_the_published_runtime(
     assert install.returncode == 0, install.stderr
     run = subprocess.run(
         [uv, "run", "--no-project", "--python", "3.13.5", "python", "-c",
-         "import ssl, sqlite3, sys; print(sys.prefix); print(ssl.OPENSSL_VERSION)"],
+         "import ssl, sqlite3, sys, sysconfig; print(sys.prefix); print(ssl.OPENSSL_VERSION); "
+         "v = sysconfig.get_config_var; print(v('prefix'), v('LIBDIR'), v('INCLUDEPY'))"],
         env=uv_env, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     prefix = run.stdout.splitlines()[0]
     assert prefix.startswith(str(tmp_path / "pythons")), run.stdout
+    # uv rewrote _sysconfigdata_ from its literal dict (docs/RELOCATION.md): the placeholder
+    # became uv's install directory, so build tools see real paths there too.
+    assert run.stdout.splitlines()[2].split() == [
+        prefix,
+        f"{prefix}/lib",
+        f"{prefix}/include/python3.13",
+    ], run.stdout

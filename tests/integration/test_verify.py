@@ -126,6 +126,7 @@ def test_the_e2e_runtime_passes(
         "relocate:build-dir",
         "relocate:build-prefix",
         "sysconfig:relocated",
+        "sysconfig:uv-format",
         "embed:pythonhome",
         "embed:inside-tree",
         "embed:outside-no-home",

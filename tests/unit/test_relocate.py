@@ -122,10 +122,13 @@ def test_sysconfigdata_answers_the_directory_it_is_imported_from(tmp_path: Path)
     assert values["abs_builddir"] == values["abs_srcdir"] == f"{root}/{LIBPL}"
     assert values["RUNSHARED"] == f"LD_LIBRARY_PATH={root}/{LIBPL}"
     assert f"'--prefix={root}'" in values["CONFIG_ARGS"]
-    # Nothing anywhere names the builder's paths; the helpers leave the namespace.
+    # Nothing anywhere names the builder's paths or the placeholder; the helper is gone.
     flat = repr(values)
     assert PREFIX not in flat and BUILD_DIR not in flat
-    assert not {"_prefix", "_abspath", "_dirname"} & set(vars(module))
+    assert not any(w.startswith(("/install", "'/install")) for w in flat.split())
+    assert set(vars(module)) - {k for k in vars(module) if k.startswith("__")} == {
+        "build_time_vars"
+    }
 
 
 def test_values_without_the_paths_keep_their_bytes() -> None:
@@ -154,16 +157,111 @@ def test_values_without_the_paths_keep_their_bytes() -> None:
         assert relocated[key] == expected, key
 
 
-def test_output_is_deterministic_and_idempotent_on_clean_input() -> None:
+# --- what uv reads -----------------------------------------------------------------------------
+# uv's parser (astral-sh/uv crates/uv-python/src/sysconfig/parser.rs) and its install-time
+# rewrite (sysconfig/mod.rs update_sysconfig): the header line, a literal dict, `/install`
+# replaced at the start of whitespace-separated words, the file rewritten from the dict alone.
+
+
+def _uv_rewrite(text: str, real_prefix: str) -> dict[str, object]:
+    """What `uv python install` leaves in the file, as values (uv drops everything else)."""
+    values: dict[str, object] = dict(relocate.uv_literal_values(text))
+    for key, value in values.items():
+        if isinstance(value, str):
+            words = [
+                real_prefix + w.removeprefix("/install") if w.startswith("/install") else w
+                for w in value.split()
+            ]
+            values[key] = " ".join(words)
+    return values
+
+
+def test_uv_reads_the_relocated_file_and_its_rewrite_names_the_install_dir() -> None:
+    text = _relocated_sysconfigdata()
+    assert text.startswith(relocate.UV_HEADER + "build_time_vars = {\n")
+    literal = relocate.uv_literal_values(text)
+    # uv reads exactly the values Python's own parser sees in the dict, placeholder included.
+    original = _build_time_vars(_sample(SYSCONFIGDATA), None)
+    assert literal.keys() == original.keys()
+    assert literal["LIBDIR"] == "/install/lib"
+    assert literal["SOABI"] == original["SOABI"]
+    rewritten = _uv_rewrite(text, "/home/u/.local/share/uv/python/cpython-3.13.5")
+    root = "/home/u/.local/share/uv/python/cpython-3.13.5"
+    for name, expected in {
+        "prefix": root,
+        "LIBDIR": f"{root}/lib",
+        "LIBPL": f"{root}/{LIBPL}",
+        "INCLUDEPY": f"{root}/include/python3.13",
+        "CONFINCLUDEPY": f"{root}/include/python3.13",
+        "BINDIR": f"{root}/bin",
+    }.items():
+        assert rewritten[name] == expected, name
+    assert PREFIX not in repr(rewritten) and BUILD_DIR not in repr(rewritten)
+
+
+def test_the_unrelocated_sample_is_what_uv_reads_today() -> None:
+    """The premise: CPython's own file is in uv's format, so ours must stay in it."""
+    assert relocate.uv_literal_values(_sample(SYSCONFIGDATA))["LIBDIR"] == f"{PREFIX}/lib"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("build_time_vars = {'A': 'x'}\n", "header"),
+        ("# system configuration generated and used by the sysconfig module\nx = {}\n", "second"),
+        (
+            "# system configuration generated and used by the sysconfig module\n"
+            "build_time_vars = {'A': _prefix + '/lib'}\n",
+            "not a literal",
+        ),
+        (
+            "# system configuration generated and used by the sysconfig module\n"
+            "build_time_vars = {'A': 'a\\nb'}\n",
+            "escape",
+        ),
+        (
+            "# system configuration generated and used by the sysconfig module\n"
+            "build_time_vars = {'A': 'x',\n",
+            "end of file",
+        ),
+    ],
+)
+def test_what_uv_cannot_read_is_refused(text: str, reason: str) -> None:
+    with pytest.raises(relocate.RelocationError, match=reason):
+        relocate.uv_literal_values(text)
+
+
+def test_the_uv_format_check_names_the_file(tmp_path: Path) -> None:
+    good = tmp_path / SYSCONFIGDATA
+    good.write_text(_relocated_sysconfigdata())
+    bad = tmp_path / "_sysconfigdata_bad.py"
+    bad.write_text("from os import sep\n" + _relocated_sysconfigdata())
+    ok = subprocess.run(
+        [sys.executable, "-I", "-B", str(SCRIPT), "--uv-format", str(good)],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and "LIBDIR=/install/lib" in ok.stdout
+    refused = subprocess.run(
+        [sys.executable, "-I", "-B", str(SCRIPT), "--uv-format", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1
+    assert refused.stdout.strip() == (
+        "_sysconfigdata_bad.py: uv format: the first line is not CPython's sysconfig header"
+    )
+
+
+def test_output_is_deterministic_and_a_second_pass_is_refused() -> None:
     first = _relocated_sysconfigdata()
     assert _relocated_sysconfigdata() == first
     assert PREFIX not in first and BUILD_DIR not in first
     ast.parse(first)
-    # A second pass finds nothing to rewrite in the values (only the header is added again).
-    values_again = relocate.relocate_sysconfigdata(
-        first, prefix=PREFIX, build_dir=BUILD_DIR, depth=2, libpl=LIBPL
-    )
-    assert values_again.count("'LIBDIR': _prefix + '/lib',") == 1
+    with pytest.raises(relocate.RelocationError, match="relocated already"):
+        relocate.relocate_sysconfigdata(
+            first, prefix=PREFIX, build_dir=BUILD_DIR, depth=2, libpl=LIBPL
+        )
 
 
 def test_text_executed_without_a_file_uses_the_running_interpreter() -> None:
@@ -204,18 +302,35 @@ def test_sysconfig_reads_the_relocated_data(tmp_path: Path) -> None:
 
 
 def test_prefix_only_matches_whole_paths() -> None:
-    text = "build_time_vars = {'A': '/opt/python-farmer/x', 'B': '/opt/python-farm.d', 'C': 1}\n"
+    text = (
+        relocate.UV_HEADER + "build_time_vars = {'A': '/opt/python-farmer/x', "
+        "'B': '/opt/python-farm.d', 'C': 1, 'D': '/opt/python-farm/lib'}\n"
+    )
     out = relocate.relocate_sysconfigdata(
         text, prefix=PREFIX, build_dir=BUILD_DIR, depth=2, libpl=LIBPL
     )
     assert "'A': '/opt/python-farmer/x'" in out
     assert "'B': '/opt/python-farm.d'" in out
+    assert "'D': '/install/lib'" in out
 
 
 def test_sysconfigdata_without_the_dict_is_refused() -> None:
     with pytest.raises(relocate.RelocationError, match="build_time_vars"):
         relocate.relocate_sysconfigdata(
-            "x = 1\n", prefix=PREFIX, build_dir=BUILD_DIR, depth=2, libpl=LIBPL
+            relocate.UV_HEADER + "x = 1\n",
+            prefix=PREFIX,
+            build_dir=BUILD_DIR,
+            depth=2,
+            libpl=LIBPL,
+        )
+
+
+def test_a_value_already_naming_the_placeholder_is_refused() -> None:
+    """The trailer replaces the placeholder everywhere in a relocated value."""
+    text = relocate.UV_HEADER + "build_time_vars = {'A': '/opt/python-farm /install'}\n"
+    with pytest.raises(relocate.RelocationError, match="names /install already"):
+        relocate.relocate_sysconfigdata(
+            text, prefix=PREFIX, build_dir=BUILD_DIR, depth=2, libpl=LIBPL
         )
 
 
