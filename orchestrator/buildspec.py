@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.jit import CONFIGURE_ARG as JIT_CONFIGURE_ARG
+from orchestrator.jit import jit_enabled
 from orchestrator.matrix import Cell, Matrix, Profile
 
 RECIPE_DIR = Path(__file__).parent / "recipe"
@@ -31,6 +33,7 @@ class BuildSpec:
     extra_cflags: str
     ldflags: str
     install_prefix: str = INSTALL_PREFIX
+    jit: bool = False  # built with the experimental JIT available (off until PYTHON_JIT=1)
 
     def container_environment(
         self, *, source_path: str, jobs: int, source_date_epoch: int
@@ -60,7 +63,7 @@ def install_prefix(cell: Cell, profile: Profile) -> str:
     return profile.install_prefix or cell.stack.install_prefix or INSTALL_PREFIX
 
 
-def configure_args(cell: Cell, profile: Profile) -> tuple[str, ...]:
+def configure_args(cell: Cell, profile: Profile, *, jit: bool = False) -> tuple[str, ...]:
     """./configure arguments of the recipe in DESIGN.md for this cell and profile."""
     version = cell.python.parsed
     args = [
@@ -79,20 +82,24 @@ def configure_args(cell: Cell, profile: Profile) -> tuple[str, ...]:
     # On 3.10 --disable-test-modules breaks the PGO training run; from 3.11 it is safe.
     if (version.major, version.minor) >= (3, 11):
         args.append("--disable-test-modules")
+    if jit:
+        args.append(JIT_CONFIGURE_ARG)
     return tuple(args)
 
 
 def build_spec(matrix: Matrix, cell: Cell, profile_name: str | None) -> BuildSpec:
     name, profile = matrix.profile(profile_name)
+    jit = jit_enabled(cell, name, profile)
     return BuildSpec(
         cell=cell,
         profile_name=name,
         profile=profile,
-        configure_args=configure_args(cell, profile),
+        configure_args=configure_args(cell, profile, jit=jit),
         expected_modules=tuple(matrix.expected_modules(cell.python.parsed)),
         extra_cflags=matrix.model.build_flags.extra_cflags,
         ldflags=matrix.model.build_flags.ldflags,
         install_prefix=install_prefix(cell, profile),
+        jit=jit,
     )
 
 

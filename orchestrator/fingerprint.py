@@ -13,6 +13,9 @@ from typing import Any
 from orchestrator.buildspec import BuildSpec
 
 _NOT_OUTPUT = {"description", "timeout_minutes", "stall_minutes"}
+# A profile's jit setting is not an output: the cell's JIT is (below), so a cell without the
+# JIT keeps the fingerprint it had before the option existed.
+_NOT_OUTPUT_PROFILE = _NOT_OUTPUT | {"jit"}
 
 
 def fingerprint_inputs(
@@ -36,8 +39,9 @@ def fingerprint_inputs(
         # must not rebuild every cell.
         "profile": {
             "name": spec.profile_name,
-            **spec.profile.model_dump(exclude=_NOT_OUTPUT),
+            **spec.profile.model_dump(exclude=_NOT_OUTPUT_PROFILE),
         },
+        **({"jit": True} if spec.jit else {}),
         "configure_args": list(spec.configure_args),
         "extra_cflags": spec.extra_cflags,
         "ldflags": spec.ldflags,

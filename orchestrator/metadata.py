@@ -107,6 +107,8 @@ def build_record(
         "builder_image": builder_image,
         "builder_image_id": builder_image_id,
         "configure_args": list(spec.configure_args),
+        # Built with the experimental JIT available (off by default, PYTHON_JIT=1 turns it on).
+        "jit": spec.jit,
         "make_flags": {"CFLAGS_NODIST": spec.extra_cflags, "LDFLAGS_NODIST": spec.ldflags},
         "expected_modules": list(spec.expected_modules),
         "fingerprint": fingerprint,

@@ -13,6 +13,7 @@ import jinja2
 
 from orchestrator.errors import ConfigError
 from orchestrator.fsutil import write_atomic
+from orchestrator.jit import builder_packages as jit_builder_packages
 from orchestrator.matrix import Matrix
 
 TEMPLATE_NAME = "Dockerfile.j2"
@@ -58,6 +59,7 @@ def render_stack(matrix: Matrix, stack_name: str) -> str:
             stack=stack,
             build_packages=stack.build_packages_for(versions),
             run_packages=stack.run_packages_for(versions),
+            jit_packages=jit_builder_packages(matrix, stack_name),
         )
     except jinja2.TemplateNotFound:
         raise ConfigError(

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StringConstraints,
     field_validator,
@@ -252,6 +253,12 @@ class Profile(_Strict):
         gt=0,
         le=7 * 24 * 60,
         description="report in the log when a build prints nothing for this long",
+    )
+    # The experimental JIT (orchestrator/jit.py): built in but off at run time (PYTHON_JIT=1).
+    jit: StrictBool | Literal["auto"] = Field(
+        default=False,
+        description="false: no JIT; true: every cell gets it, and a cell whose version or "
+        "stack cannot is refused; auto: the cells whose stack has the LLVM their version needs",
     )
 
 
@@ -528,6 +535,18 @@ class Stack(_Strict):
         description="configure --prefix for this stack's cells, for platforms that always unpack "
         "at one path (Heroku: /app/.heroku/python)",
     )
+    llvm: list[Annotated[int, Field(ge=1, le=999)]] = Field(
+        default_factory=list,
+        description="LLVM majors (clang-N, llvm-N) the farm may install from this stack's own "
+        "archive into its builder image, for the JIT; empty: no JIT on this stack",
+    )
+
+    @field_validator("llvm")
+    @classmethod
+    def _unique_llvm(cls, majors: list[int]) -> list[int]:
+        if len(set(majors)) != len(majors):
+            raise ValueError(f"an LLVM major is listed twice: {majors}")
+        return majors
 
     def image_for(self, arch: Arch) -> str:
         if arch in self.base_image_per_arch:

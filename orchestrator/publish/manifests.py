@@ -82,6 +82,8 @@ def manifest_entry(
         "source": source_summary(record),
         "fingerprint": record.get("fingerprint"),
         "published_at": published_at,
+        # Only on runtimes built with the experimental JIT available (PYTHON_JIT=1 turns it on).
+        **({"jit": True} if record.get("jit") is True else {}),
     }
 
 

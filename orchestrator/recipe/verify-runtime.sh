@@ -6,6 +6,7 @@
 # and this directory at /farm/recipe, and runs:
 #   verify-runtime.sh runtime   PREFIX MAJOR.MINOR MODULE...   (in the stack's run image)
 #   verify-runtime.sh extension PREFIX MAJOR.MINOR             (in the builder image: has gcc)
+#   verify-runtime.sh jit       PREFIX MAJOR.MINOR MODULE...   (run image; JIT builds only)
 # PREFIX is a fresh random directory chosen by the host. Output protocol, one line each:
 #   CHECK <name> ok|fail|skip <one-line detail>
 #   PACKAGE <apt package> <library path>      an apt package providing a linked library
@@ -26,7 +27,9 @@ stdlib="$prefix/lib/python$mm"
 
 # One line, at most 400 characters, so the host can always parse it.
 oneline() { tr '\n\t' '  ' | sed -e 's/  */ /g' -e 's/^ //' -e 's/ $//' | cut -c1-400; }
-report() { printf 'CHECK %s %s %s\n' "$1" "$2" "$(printf '%s' "$3" | oneline)"; }
+# check_prefix names a rerun of checks under other conditions (the jit stage's "jit:").
+check_prefix=
+report() { printf 'CHECK %s%s %s %s\n' "$check_prefix" "$1" "$2" "$(printf '%s' "$3" | oneline)"; }
 
 # check NAME COMMAND...: ok when the command exits 0; the detail is its output. On failure the
 # detail is the last line (where a traceback names the error) and the whole output goes to
@@ -468,6 +471,68 @@ expect_prefix() {
   fi
 }
 
+# --- jit stage (runtimes built with --enable-experimental-jit=yes-off) ---------------------------
+
+# Whether the JIT compiled a hot loop, seen through the executors the tier-2 optimizer attaches
+# to code objects (_opcode.get_executor, 3.13+; as dis does): with PYTHON_JIT=1 a hot loop
+# gets one holding machine code (get_jit_code), without it none. 3.14+ also reports sys._jit.
+# shellcheck disable=SC2016
+JIT_PROBE='import os, sys
+import _opcode
+want = sys.argv[1] == "on"
+def hot():
+    total = 0
+    for i in range(20_000):
+        total += i % 7
+    return total
+for _ in range(20):
+    hot()
+code = hot.__code__
+executors = []
+try:
+    for offset in range(0, len(code.co_code), 2):
+        try:
+            executors.append(_opcode.get_executor(code, offset))
+        except ValueError:
+            pass
+except RuntimeError as exc:
+    sys.exit(f"no tier-2 executors in this build ({exc}): the JIT is not built in")
+try:
+    jitted = sum(1 for e in executors if e.get_jit_code())
+except RuntimeError as exc:
+    sys.exit(f"executors without machine code ({exc}): the JIT is not built in")
+switch = os.environ.get("PYTHON_JIT", "(unset)")
+state = f"PYTHON_JIT={switch}: {len(executors)} executor(s), {jitted} with machine code"
+jit = getattr(sys, "_jit", None)
+if jit is not None:
+    state += f"; sys._jit available={jit.is_available()} enabled={jit.is_enabled()}"
+    if not jit.is_available() or jit.is_enabled() != want:
+        sys.exit(state)
+print(state)
+sys.exit(0 if (jitted > 0) == want else 1)'
+
+# The runtime under PYTHON_JIT=1. -I would drop it (it implies -E, and the JIT switch is an
+# environment variable), so the wrapper keeps -I's other parts: -s (no user site) and -P.
+jit_python() {
+  local wrapper=/tmp/python-jit
+  printf '#!/bin/sh\nif [ "$1" = -I ]; then shift; set -- -s -P "$@"; fi\nPYTHON_JIT=1 exec %s "$@"\n' \
+    "$py" >"$wrapper"
+  chmod +x "$wrapper"
+  printf '%s' "$wrapper"
+}
+
+check_jit() {
+  check jit:off env -u PYTHON_JIT "$py" -I -c "$JIT_PROBE" off
+  py=$(jit_python)
+  check jit:on "$py" -I -c "$JIT_PROBE" on
+  # The same checks as the runtime stage, now with the JIT compiling what they run.
+  check_prefix=jit:
+  check_imports
+  check_round_trips
+  check_recursion
+  check_prefix=
+}
+
 # --- consumers stage (the builder plus CMake, meson, ninja: the tools users point at a runtime) --
 
 # check_import NAME DIR: the extension module in DIR imports in the runtime and works.
@@ -604,6 +669,10 @@ case $stage in
   consumers)
     extract
     check_consumers
+    ;;
+  jit)
+    extract
+    check_jit
     ;;
   *) printf 'unknown stage %s\n' "$stage" >&2; exit 2 ;;
 esac

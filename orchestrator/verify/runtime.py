@@ -1,6 +1,6 @@
 """Verify a packed runtime before anything is published, the way careful distributors do.
 
-Three vantage points, every check reported by name:
+Four vantage points (five for a JIT build), every check reported by name:
 
 1. On the host, without Docker: the archive's members and ELF files (verify/elfaudit.py):
    checksum, layout, no static libraries, the right machine, stripped, and no rpath but
@@ -17,6 +17,9 @@ Three vantage points, every check reported by name:
 4. In a container of the consumer image (the builder plus CMake, meson, ninja): what users'
    build tools make of the runtime at that path: pkg-config's python3-embed, CMake's
    FindPython (an extension module and an embedding program) and meson's python module.
+5. Runtimes built with the experimental JIT (the record's `jit`), again in the run image: the
+   JIT is off by default and compiles a hot loop under PYTHON_JIT=1, and the imports, round
+   trips and recursion checks pass with it on (named jit:...).
 
 The container side is recipe/verify-runtime.sh; it prints `CHECK <name> ok|fail|skip <detail>`
 lines that are parsed here. A failed verification raises VerificationError (exit code 9).
@@ -74,7 +77,7 @@ EXECUTABLE_RPATH = "$ORIGIN/../lib"
 ELF_MACHINES = {Arch.AMD64: "EM_X86_64", Arch.ARM64: "EM_AARCH64"}
 _DETAIL_LIMIT = 240
 
-Stage = Literal["runtime", "extension", "consumers"]
+Stage = Literal["runtime", "extension", "consumers", "jit"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -712,6 +715,10 @@ def verify_archive(
         ]
         if consumer_image is not None:
             stages.append(("consumers", consumer_image, []))
+        if jit_built(metadata):
+            # The JIT is off by default: the runtime stage proved that runtime; this one
+            # proves it is off, then turns it on (PYTHON_JIT=1) and runs the checks again.
+            stages.append(("jit", run_image, list(expected_modules)))
         for stage, image, modules in stages:
             output = _run_stage(
                 client,
@@ -750,6 +757,11 @@ def verify_archive(
         seconds=seconds,
         log_path=log_path,
     )
+
+
+def jit_built(metadata: dict[str, Any]) -> bool:
+    """Whether the record says the runtime was built with the JIT available."""
+    return metadata.get("jit") is True
 
 
 def configured_prefix(metadata: dict[str, Any]) -> str | None:
