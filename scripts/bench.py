@@ -4,9 +4,10 @@
     python scripts/bench.py overhead   (b) one cell: orchestrator vs a bare `docker run`
     python scripts/bench.py footprint  (c) release vs slim: sizes and start-up time
     python scripts/bench.py speed      (d) release (PGO + LTO) vs fast: pyperformance
+    python scripts/bench.py jit        (f) PYTHON_JIT=0 vs PYTHON_JIT=1 on one release runtime
     python scripts/bench.py all
 
-(c) and (d) build the runtimes they compare into out/bench/<profile> (a release build takes
+(c), (d) and (f) build the runtimes they compare into out/bench/<profile> (a release build takes
 about 17 min on 2 cores) and reuse them while their inputs are unchanged.
 
 Each writes its section of docs/BENCHMARKS.md between markers, keeping the others.
@@ -263,7 +264,7 @@ def main() -> None:
     import bench_runtimes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["noop", "overhead", "footprint", "speed", "all"])
+    parser.add_argument("which", choices=["noop", "overhead", "footprint", "speed", "jit", "all"])
     parser.add_argument(
         "--reuse-stale", action="store_true",
         help="(footprint, speed) use runtimes in out/bench even if their inputs changed since",
@@ -277,6 +278,8 @@ def main() -> None:
         bench_runtimes.bench_footprint(reuse_stale=args.reuse_stale)
     if args.which in ("speed", "all"):
         bench_runtimes.bench_speed(reuse_stale=args.reuse_stale)
+    if args.which in ("jit", "all"):
+        bench_runtimes.bench_jit(reuse_stale=args.reuse_stale)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python scripts/bench.py footprint [--reuse-stale]   (c) release vs slim
     python scripts/bench.py speed [--reuse-stale]       (d) release vs fast, pyperformance
+    python scripts/bench.py jit [--reuse-stale]         (f) PYTHON_JIT=0 vs 1, one release cell
 
 The runtimes are built with the orchestrator into out/bench/<profile> and reused while their
 fingerprint matches the current inputs (--reuse-stale: whenever they exist; the section then
@@ -27,6 +28,9 @@ from orchestrator.verify.reproduce import Member, compare_members, read_members
 
 CELL = "3.13.5-debian-12-amd64"
 STACK, ARCH = "debian-12", "amd64"
+# The JIT needs LLVM 18 for 3.13, which debian-12's matrix entry does not list (docs/JIT.md):
+# the release build of this cell is the one with the JIT available.
+JIT_CELL, JIT_STACK = "3.13.5-debian-13-amd64", "debian-13"
 STARTUP_RUNS = 40
 # What start-up means for a typical service: the interpreter alone, and a common import set.
 STARTUP_COMMANDS = {
@@ -96,11 +100,11 @@ def _provenance(runtimes: list[BuiltRuntime]) -> str:
     return "\n".join(lines)
 
 
-def _run_in_run_image(volumes: dict[str, str], command: list[str]) -> str:
+def _run_in_run_image(volumes: dict[str, str], command: list[str], stack: str = STACK) -> str:
     args = ["docker", "run", "--rm", "--network", "none"]
     for host, target in volumes.items():
         args += ["-v", f"{host}:{target}"]
-    image = run_image(STACK, ARCH)
+    image = run_image(stack, ARCH)
     return subprocess.run(
         [*args, image, *command], check=True, capture_output=True, text=True
     ).stdout
@@ -343,4 +347,59 @@ Machine: {machine()}.
 what this machine (shared, not tuned with `pyperf system tune`) resolves.
 """
     write_section("speed", body)
+    print(body)
+
+
+# --- (f) the experimental JIT: PYTHON_JIT=0 vs PYTHON_JIT=1 on one release runtime --------------
+
+
+def bench_jit(*, reuse_stale: bool) -> None:
+    runtime = built_runtime(JIT_CELL, "release", reuse_stale=reuse_stale)
+    if runtime.record.get("jit") is not True:
+        raise SystemExit(f"{JIT_CELL} (release) was built without the JIT; see docs/JIT.md")
+    libs = _pyperformance_libs()
+    with tempfile.TemporaryDirectory(prefix="bench-jit-") as tmp:
+        work = Path(tmp)
+        results = work / "results"
+        results.mkdir()
+        results.chmod(0o777)
+        _extract(runtime, work / "release")
+        volumes = {str(libs): "/libs:ro", str(results): "/results", str(work / "release"): "/rt:ro"}
+        bench_dir = "/libs/pyperformance/data-files/benchmarks"
+        # One runtime, the switch alternating benchmark by benchmark; pyperf's workers only
+        # see PYTHON_JIT when told to inherit it.
+        steps = [
+            f"PYTHON_JIT={switch} /rt/bin/python3 {bench_dir}/bm_{name}/run_benchmark.py"
+            f" --fast --quiet --inherit-environ PYTHONPATH,PYTHON_JIT"
+            f" --append /results/jit-{switch}.json >/dev/null"
+            for name in SPEED_BENCHMARKS
+            for switch in ("0", "1")
+        ]
+        compare = (
+            "/rt/bin/python3 -m pyperf compare_to --table --table-format md"
+            " /results/jit-0.json /results/jit-1.json"
+        )
+        script = "set -e; export PYTHONPATH=/libs PYTHONDONTWRITEBYTECODE=1; " + "; ".join(
+            [*steps, compare]
+        )
+        print(f"[bench] {len(steps)} pyperformance runs in the {JIT_STACK} run image", flush=True)
+        table = _run_in_run_image(volumes, ["bash", "-c", script], stack=JIT_STACK)
+    body = f"""## (f) The experimental JIT: PYTHON_JIT=0 vs PYTHON_JIT=1
+
+The release runtime (PGO + LTO) of {JIT_CELL}, built with the JIT available but off
+(`--enable-experimental-jit=yes-off`, docs/JIT.md), run with `PYTHON_JIT=0` and with
+`PYTHON_JIT=1`, alternating, in the {JIT_STACK} run image: the same pyperformance
+{PYPERFORMANCE.split("==")[1]} benchmarks as (d), `--fast`, pyperf {PYPERF.split("==")[1]}.
+`pyperf compare_to` with `PYTHON_JIT=0` (jit-0) as the reference: above 1x ("faster") is what
+switching the JIT on buys. Another cell than (d)'s: 3.13's JIT needs LLVM 18, which only
+debian-13 lists.
+
+{table.strip()}
+
+Runtime measured:
+{_provenance([runtime])}
+
+Machine: {machine()}.
+"""
+    write_section("jit", body)
     print(body)
