@@ -400,6 +400,10 @@ Runtime measured:
 {_provenance([runtime])}
 
 Machine: {machine()}.
+`--fast` takes fewer samples than a full pyperformance run; differences under ~5 % are within
+what this machine (shared, not tuned with `pyperf system tune`) resolves. Tier-2 traces and
+the JIT's machine code are built during each worker's warm-up, so `--fast` may undercount
+what long-running processes gain.
 """
     write_section("jit", body)
     print(body)
