@@ -132,6 +132,14 @@ check_executables() {
     *" -L$prefix/lib "*) report config:ldflags ok "$out" ;;
     *) report config:ldflags fail "python3-config --ldflags printed '$out', no -L$prefix/lib" ;;
   esac
+  # The Python twin in the config directory (a shared build: no -L, libpython is on the rpath).
+  local pyconfig
+  pyconfig=$(find "$prefix/lib/python$mm/" -maxdepth 2 -path '*/config-*/python-config.py' | head -n 1)
+  out=$("$pyconfig" --prefix --includes --ldflags --embed 2>&1 | tr '\n' ' ')
+  case " $out" in
+    " $prefix -I$prefix/include/python$mm "*" -lpython$mm "*) report config:python-config-py ok "$out" ;;
+    *) report config:python-config-py fail "${pyconfig#"$prefix"/} printed '$out'" ;;
+  esac
   local code
   # shellcheck disable=SC2016
   code='import sys, sysconfig
