@@ -49,6 +49,7 @@ def _cell_json(cell: Cell) -> dict[str, str]:
     return {
         "id": cell.id,
         "version": cell.version,
+        "variant": cell.variant.value,
         "stack": cell.stack_name,
         "distro": cell.stack.distro,
         "distro_version": cell.stack.distro_version,
