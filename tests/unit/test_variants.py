@@ -306,3 +306,20 @@ def test_tree_sizes_finds_the_free_threaded_stdlib(tmp_path: Path) -> None:
     (tmp_path / "lib" / "libpython3.13t.so.1.0").write_bytes(b"z" * 5)
     sizes = tree_sizes(tmp_path, "3.13t")
     assert (sizes["stdlib_py"], sizes["lib_dynload"], sizes["libpython"]) == (10, 7, 5)
+
+
+def test_plan_lists_free_threaded_cells_for_3_13_and_newer_only(
+    repo_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli.main import main
+
+    assert main(["--matrix", str(repo_root / "matrix.yaml"), "plan", "--format", "json"]) == 0
+    cells = json.loads(capsys.readouterr().out)
+    free = [c for c in cells if c["variant"] == "freethreaded"]
+    minors = {tuple(int(p) for p in c["version"].split(".")[:2]) for c in free}
+    assert minors == {(3, 13), (3, 14), (3, 15)}
+    assert all(c["id"].startswith(c["version"] + "t-") for c in free)
+    assert all(c["archive"] == f"python-{c['version']}t-{c['distro']}-{c['distro_version']}-"
+               f"{c['arch']}.tar.zst" for c in free)  # fmt: skip
+    default = {c["version"] for c in cells if c["variant"] == "default"}
+    assert {"3.11.2", "3.12.11", "3.13.5"} <= default
