@@ -21,7 +21,7 @@ from orchestrator.fingerprint import fingerprint, fingerprint_inputs
 from orchestrator.matrix import VariantName, load_matrix
 from orchestrator.metadata import tree_sizes
 from orchestrator.publish.manifests import manifest_entry, uv_entry, uv_key, uv_metadata_key
-from orchestrator.publish.publisher import Publisher, load_artifact
+from orchestrator.publish.publisher import Publisher, check_published, load_artifact
 from orchestrator.publish.record import validate_record
 from orchestrator.publish.store import DirectoryStore
 from orchestrator.verify.runtime import runtime_ldversion
@@ -261,6 +261,14 @@ def test_publishing_both_variants_lists_both(tmp_path: Path) -> None:
     assert uv["cpython-3.13.5+freethreaded-linux-x86_64-gnu"]["url"].endswith(free)
     assert uv["cpython-3.13.5+freethreaded-linux-x86_64-gnu"]["variant"] == "freethreaded"
     assert uv["cpython-3.13.5-linux-x86_64-gnu"]["variant"] is None
+    # check-manifest finds each variant's own uv entry.
+    assert check_published(store, "runtimes", [default, free]) == []
+    free_key = "cpython-3.13.5+freethreaded-linux-x86_64-gnu"
+    uv[free_key]["sha256"] = uv["cpython-3.13.5-linux-x86_64-gnu"]["sha256"]
+    metadata = tmp_path / "store" / "runtimes" / "debian-12" / "amd64" / "download-metadata.json"
+    metadata.write_text(json.dumps(uv))
+    problems = check_published(store, "runtimes", [default, free])
+    assert len(problems) == 1 and problems[0].startswith(free), problems
 
 
 def test_manifest_entry_carries_the_variant() -> None:
