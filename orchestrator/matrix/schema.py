@@ -746,8 +746,13 @@ class MatrixModel(_Strict):
             if exclude.variant == "*":
                 continue
             mine = [c for c in cells if exclude.matches(*c)]
+            if not mine:
+                raise ValueError(
+                    f"excludes[{index}]: names no cell: variant {exclude.variant!r} has none "
+                    f"for python {exclude.python!r}, stack {exclude.stack!r}, arch {exclude.arch!r}"
+                )
             for earlier_index, earlier in enumerate(self.excludes[:index]):
-                if mine and all(earlier.matches(*c) for c in mine):
+                if all(earlier.matches(*c) for c in mine):
                     raise ValueError(
                         f"excludes[{index}]: variant {exclude.variant!r} is excluded twice: "
                         f"excludes[{earlier_index}] already removes every cell it names"

@@ -170,6 +170,10 @@ FT = {"python": ">=3.13", "configure_args": ["--disable-gil"]}
             r"excludes\[1\]: variant 'freethreaded' is excluded twice: excludes\[0\] already",
         ),
         (
+            _add_exclude({"variant": "freethreaded", "python": "3.12.*"}),
+            r"excludes\[1\]: names no cell: variant 'freethreaded' has none for python '3.12.\*'",
+        ),
+        (
             _add_exclude({"variant": "free-threaded"}),
             r"excludes\[1\].variant: 'free-threaded' matches no variant in the matrix",
         ),
