@@ -11,6 +11,7 @@ says so). Everything runs in the stack's run image, with the runtimes mounted re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -384,6 +385,7 @@ def bench_variants(*, profile: str, reuse_stale: bool) -> None:
         "freethreaded": built_runtime(CELL_T, profile, reuse_stale=reuse_stale),
     }
     libs = _pyperformance_libs()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-variants-") as tmp:
         work = Path(tmp)
         results = work / "results"
@@ -421,6 +423,18 @@ def bench_variants(*, profile: str, reuse_stale: bool) -> None:
         )
         print(f"[bench] {len(steps)} pyperformance runs in the run image", flush=True)
         table = _run_in_run_image(volumes, ["bash", "-c", script])
+    load_after, cores = os.getloadavg()[0], os.cpu_count() or 1
+    busy = max(load_before, load_after) > cores / 2
+    load_note = (
+        f"Host load average {load_before:.1f} before and {load_after:.1f} after, on {cores} cores"
+        + (
+            ": other work shared the machine, so the threaded rows cannot show what parallel "
+            "threads gain (the threads had no idle core to run on) and every time is inflated; "
+            "rerun on a quiet machine for numbers to quote."
+            if busy
+            else "."
+        )
+    )
     rows = [
         "| | default | free-threaded | change |",
         "| --- | ---: | ---: | ---: |",
@@ -443,6 +457,12 @@ def bench_variants(*, profile: str, reuse_stale: bool) -> None:
             f"| threaded workload, {count} thread(s) | {a:.2f} s | {b:.2f} s | {_pct(b, a)} |"
         )
     speedups = {n: threads[n]["1"] / threads[n]["2"] for n in runtimes}
+    provenance = "\n".join(
+        f"- `{r.record['cell']}`: sha256 `{r.record['sha256'][:16]}`, fingerprint "
+        f"`{r.record['fingerprint'][:16]}`, built in {r.record['build_seconds']:.0f} s"
+        + ("" if r.fresh else " (built from earlier inputs: reused with --reuse-stale)")
+        for r in runtimes.values()
+    )
     body = f"""## (f) Free-threaded vs default ({profile} profile)
 
 {CELL_T} against {CELL}, both built with the `{profile}` profile, measured in the debian-12 run
@@ -460,9 +480,9 @@ runs without the specializing adaptive interpreter):
 {table.strip()}
 
 Runtimes measured:
-{_provenance(list(runtimes.values()))}
+{provenance}
 
-Machine: {machine()}.
+Machine: {machine()}. {load_note}
 """
     write_section("variants", body)
     print(body)
