@@ -79,6 +79,8 @@ def configure_args(cell: Cell, profile: Profile) -> tuple[str, ...]:
     # On 3.10 --disable-test-modules breaks the PGO training run; from 3.11 it is safe.
     if (version.major, version.minor) >= (3, 11):
         args.append("--disable-test-modules")
+    # Last, so the default variant's arguments (and fingerprints) are exactly as before.
+    args.extend(cell.variant_args)
     return tuple(args)
 
 
