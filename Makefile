@@ -55,7 +55,7 @@ lint: venv ## ruff, mypy --strict, and the rendered-Dockerfile check
 	$(BIN)/mypy
 	$(BIN)/orchestrator render --check
 
-bench: setup base-images ## benchmarks into docs/BENCHMARKS.md (quiet machine; builds release+slim+fast once, ~40 min)
+bench: setup base-images ## benchmarks into docs/BENCHMARKS.md (quiet machine; builds release+slim+fast and release 3.13.5t once, ~80 min)
 	$(BIN)/python scripts/bench.py all
 
 clean: ## remove outputs and work trees (keeps the source cache and images)

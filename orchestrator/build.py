@@ -275,7 +275,7 @@ def _package(
     metadata_path.unlink(missing_ok=True)
     sbom_path.unlink(missing_ok=True)
     progress(f"packing {dest.name} (zstd level 22, long window)")
-    sizes = tree_sizes(prefix, cell.python.major_minor)
+    sizes = tree_sizes(prefix, cell.ldversion)
     archive = pack_tree(prefix, dest, source_date_epoch=source_date_epoch(source.path))
     sha256_path = write_sha256_file(archive)
     record = build_record(

@@ -84,6 +84,8 @@ def configure_args(cell: Cell, profile: Profile, *, jit: bool = False) -> tuple[
         args.append("--disable-test-modules")
     if jit:
         args.append(JIT_CONFIGURE_ARG)
+    # Last, so the default variant's arguments (and fingerprints) are exactly as before.
+    args.extend(cell.variant_args)
     return tuple(args)
 
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from orchestrator.buildspec import BuildSpec
+from orchestrator.matrix import VariantName
 
 _NOT_OUTPUT = {"description", "timeout_minutes", "stall_minutes"}
 # A profile's jit setting is not an output: the cell's JIT is (below), so a cell without the
@@ -26,7 +27,7 @@ def fingerprint_inputs(
     base_image_id: str,
     recipe_sha256: str,
 ) -> dict[str, Any]:
-    return {
+    inputs: dict[str, Any] = {
         "recipe_version": recipe_version,
         "python_version": spec.cell.version,
         "source_sha256": spec.cell.python.sha256,
@@ -47,6 +48,11 @@ def fingerprint_inputs(
         "ldflags": spec.ldflags,
         "expected_modules": list(spec.expected_modules),
     }
+    # Only for other variants: a default cell's inputs (and so its fingerprint) stay what they
+    # were before variants existed, so nothing already published reads as changed.
+    if spec.cell.variant is not VariantName.DEFAULT:
+        inputs["variant"] = spec.cell.variant.value
+    return inputs
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from packaging.version import Version
 
 from orchestrator.errors import ConfigError
 from orchestrator.matrix import Cell, Matrix, Profile
+from orchestrator.matrix.schema import VariantName
 
 CONFIGURE_ARG = "--enable-experimental-jit=yes-off"
 # What Tools/jit/build.py runs on (configure looks for python3.X ... python3): the stack's own.
@@ -40,6 +41,10 @@ def refusal(cell: Cell) -> str | None:
     minor = f"{version.major}.{version.minor}"
     if (version.major, version.minor) < FIRST_JIT_MINOR:
         return f"CPython {cell.version} has no JIT (it came with 3.13)"
+    if cell.variant is VariantName.FREETHREADED:
+        # 3.13's JUMP_BACKWARD enters tier 2 only under ENABLE_SPECIALIZATION, 0 without the
+        # GIL: the JIT would never run. Not re-checked for 3.14+, so refused there too.
+        return "the free-threaded build does not run the JIT (tier 2 never starts without the GIL)"
     needed = required_llvm(version)
     if needed is None:
         known = ", ".join(f"{a}.{b}: {n}" for (a, b), n in sorted(REQUIRED_LLVM.items()))

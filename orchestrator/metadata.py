@@ -19,8 +19,9 @@ from orchestrator.fsutil import walk_tree, write_atomic
 METADATA_FORMAT = 1
 
 
-def tree_sizes(tree: Path, major_minor: str) -> dict[str, int]:
-    """Bytes per part of an install tree (regular files only; links count as 0)."""
+def tree_sizes(tree: Path, ldversion: str) -> dict[str, int]:
+    """Bytes per part of an install tree (regular files only; links count as 0). `ldversion`
+    names the stdlib directory: 3.13 (lib/python3.13) or 3.13t (lib/python3.13t)."""
     parts = {
         "bin": 0,
         "libpython": 0,
@@ -30,7 +31,7 @@ def tree_sizes(tree: Path, major_minor: str) -> dict[str, int]:
         "include": 0,
         "other": 0,
     }
-    stdlib = Path("lib") / f"python{major_minor}"
+    stdlib = Path("lib") / f"python{ldversion}"
     # walk_tree, not rglob: a tree deeper than Python's recursion limit is measured too.
     for _path, relative, st in walk_tree(os.fspath(tree)):
         if not stat.S_ISREG(st.st_mode):
@@ -81,6 +82,8 @@ def build_record(
         "cell": cell.id,
         "implementation": "cpython",
         "version": cell.version,
+        # default or freethreaded; the name and cell carry it as a `t` after the version.
+        "variant": cell.variant.value,
         "major": version.major,
         "minor": version.minor,
         "patch": version.micro,

@@ -4,10 +4,12 @@
     python scripts/bench.py overhead   (b) one cell: orchestrator vs a bare `docker run`
     python scripts/bench.py footprint  (c) release vs slim: sizes and start-up time
     python scripts/bench.py speed      (d) release (PGO + LTO) vs fast: pyperformance
-    python scripts/bench.py jit        (f) PYTHON_JIT=0 vs PYTHON_JIT=1 on one release runtime
+    python scripts/bench.py variants   (f) free-threaded vs default: size, start-up, speed,
+                                           threads (--profile fast|release; default release)
+    python scripts/bench.py jit        (g) PYTHON_JIT=0 vs PYTHON_JIT=1 on one release runtime
     python scripts/bench.py all
 
-(c), (d) and (f) build the runtimes they compare into out/bench/<profile> (a release build takes
+(c), (d), (f) and (g) build the runtimes they compare into out/bench/<profile> (a release build takes
 about 17 min on 2 cores) and reuse them while their inputs are unchanged.
 
 Each writes its section of docs/BENCHMARKS.md between markers, keeping the others.
@@ -264,7 +266,10 @@ def main() -> None:
     import bench_runtimes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["noop", "overhead", "footprint", "speed", "jit", "all"])
+    parser.add_argument(
+        "which", choices=["noop", "overhead", "footprint", "speed", "variants", "jit", "all"]
+    )
+    parser.add_argument("--profile", default="release", help="(variants) profile of both builds")
     parser.add_argument(
         "--reuse-stale", action="store_true",
         help="(footprint, speed) use runtimes in out/bench even if their inputs changed since",
@@ -278,6 +283,8 @@ def main() -> None:
         bench_runtimes.bench_footprint(reuse_stale=args.reuse_stale)
     if args.which in ("speed", "all"):
         bench_runtimes.bench_speed(reuse_stale=args.reuse_stale)
+    if args.which in ("variants", "all"):
+        bench_runtimes.bench_variants(profile=args.profile, reuse_stale=args.reuse_stale)
     if args.which in ("jit", "all"):
         bench_runtimes.bench_jit(reuse_stale=args.reuse_stale)
 

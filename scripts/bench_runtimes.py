@@ -2,7 +2,7 @@
 
     python scripts/bench.py footprint [--reuse-stale]   (c) release vs slim
     python scripts/bench.py speed [--reuse-stale]       (d) release vs fast, pyperformance
-    python scripts/bench.py jit [--reuse-stale]         (f) PYTHON_JIT=0 vs 1, one release cell
+    python scripts/bench.py jit [--reuse-stale]         (g) PYTHON_JIT=0 vs 1, one release cell
 
 The runtimes are built with the orchestrator into out/bench/<profile> and reused while their
 fingerprint matches the current inputs (--reuse-stale: whenever they exist; the section then
@@ -12,6 +12,7 @@ says so). Everything runs in the stack's run image, with the runtimes mounted re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -350,7 +351,148 @@ what this machine (shared, not tuned with `pyperf system tune`) resolves.
     print(body)
 
 
-# --- (f) the experimental JIT: PYTHON_JIT=0 vs PYTHON_JIT=1 on one release runtime --------------
+# --- (f) free-threaded vs default ---------------------------------------------------------------
+
+CELL_T = "3.13.5t-debian-12-amd64"
+# The verification's threads:parallel workload (recipe/verify-runtime.sh), timed with 1, 2 and 4
+# threads doing the same total work, best of five rounds each.
+PARALLEL_PROBE = """
+import json, sys, threading, time
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+total = 8_000_000
+result = {}
+for threads in (1, 2, 4):
+    best = None
+    for _ in range(5):
+        pool = [threading.Thread(target=work, args=(total // threads,)) for _ in range(threads)]
+        started = time.perf_counter()
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        took = time.perf_counter() - started
+        best = took if best is None else min(best, took)
+    result[threads] = best
+print(json.dumps(result))
+"""
+
+
+def bench_variants(*, profile: str, reuse_stale: bool) -> None:
+    """(f) The free-threaded runtime against the default one of the same version and profile:
+    size, start-up, single-thread pyperformance, and the speed-up of a threaded workload."""
+    runtimes = {
+        "default": built_runtime(CELL, profile, reuse_stale=reuse_stale),
+        "freethreaded": built_runtime(CELL_T, profile, reuse_stale=reuse_stale),
+    }
+    libs = _pyperformance_libs()
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-variants-") as tmp:
+        work = Path(tmp)
+        results = work / "results"
+        results.mkdir()
+        results.chmod(0o777)
+        volumes = {str(libs): "/libs:ro", str(results): "/results"}
+        for name, runtime in runtimes.items():
+            _extract(runtime, work / name)
+            volumes[str(work / name)] = f"/rt/{name}:ro"
+        print("[bench] start-up and threads", flush=True)
+        probe = [
+            "/rt/default/bin/python3", "-c", STARTUP_PROBE, str(STARTUP_RUNS),
+            json.dumps(STARTUP_COMMANDS), *runtimes,
+        ]  # fmt: skip
+        startup = json.loads(_run_in_run_image(volumes, probe))
+        threads = {
+            name: json.loads(
+                _run_in_run_image(volumes, [f"/rt/{name}/bin/python3", "-c", PARALLEL_PROBE])
+            )
+            for name in runtimes
+        }
+        bench_dir = "/libs/pyperformance/data-files/benchmarks"
+        steps = [
+            f"/rt/{name}/bin/python3 {bench_dir}/bm_{bench}/run_benchmark.py --fast --quiet"
+            f" --inherit-environ PYTHONPATH --append /results/{name}.json >/dev/null"
+            for bench in SPEED_BENCHMARKS
+            for name in runtimes
+        ]
+        compare = (
+            "/rt/default/bin/python3 -m pyperf compare_to --table --table-format md"
+            " /results/default.json /results/freethreaded.json"
+        )
+        script = "set -e; export PYTHONPATH=/libs PYTHONDONTWRITEBYTECODE=1; " + "; ".join(
+            [*steps, compare]
+        )
+        print(f"[bench] {len(steps)} pyperformance runs in the run image", flush=True)
+        table = _run_in_run_image(volumes, ["bash", "-c", script])
+    load_after, cores = os.getloadavg()[0], os.cpu_count() or 1
+    busy = max(load_before, load_after) > cores / 2
+    load_note = (
+        f"Host load average {load_before:.1f} before and {load_after:.1f} after, on {cores} cores"
+        + (
+            ": other work shared the machine, so the threaded rows cannot show what parallel "
+            "threads gain (the threads had no idle core to run on) and every time is inflated; "
+            "rerun on a quiet machine for numbers to quote."
+            if busy
+            else "."
+        )
+    )
+    rows = [
+        "| | default | free-threaded | change |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    base, free = runtimes["default"].record, runtimes["freethreaded"].record
+    for label, a, b in (
+        ("archive (zstd)", base["size"], free["size"]),
+        ("installed", base["sizes"]["total"], free["sizes"]["total"]),
+        ("libpython", base["sizes"]["libpython"], free["sizes"]["libpython"]),
+        ("lib-dynload", base["sizes"]["lib_dynload"], free["sizes"]["lib_dynload"]),
+    ):
+        rows.append(f"| {label} | {_mib(a)} | {_mib(b)} | {_pct(b, a)} |")
+    for label in STARTUP_COMMANDS:
+        a = statistics.median(startup[f"default {label}"]) * 1000
+        b = statistics.median(startup[f"freethreaded {label}"]) * 1000
+        rows.append(f"| start-up, {label} (median) | {a:.1f} ms | {b:.1f} ms | {_pct(b, a)} |")
+    for count in ("1", "2", "4"):
+        a, b = threads["default"][count], threads["freethreaded"][count]
+        rows.append(
+            f"| threaded workload, {count} thread(s) | {a:.2f} s | {b:.2f} s | {_pct(b, a)} |"
+        )
+    speedups = {n: threads[n]["1"] / threads[n]["2"] for n in runtimes}
+    provenance = "\n".join(
+        f"- `{r.record['cell']}`: sha256 `{r.record['sha256'][:16]}`, fingerprint "
+        f"`{r.record['fingerprint'][:16]}`, built in {r.record['build_seconds']:.0f} s"
+        + ("" if r.fresh else " (built from earlier inputs: reused with --reuse-stale)")
+        for r in runtimes.values()
+    )
+    body = f"""## (f) Free-threaded vs default ({profile} profile)
+
+{CELL_T} against {CELL}, both built with the `{profile}` profile, measured in the debian-12 run
+image: sizes from the metadata records, start-up as in (c) ({STARTUP_RUNS} runs, round-robin),
+and the CPU-bound pure-Python workload of the `threads:parallel` check, the same total work in
+1, 2 and 4 threads (best of five). 2 threads over 1: {speedups["default"]:.2f}x on the default
+runtime, {speedups["freethreaded"]:.2f}x free-threaded.
+
+{chr(10).join(rows)}
+
+Single-thread speed, pyperformance {PYPERFORMANCE.split("==")[1]} (`--fast`, alternating; default
+as the reference: "slower" is the cost of no GIL on one thread; 3.13's free-threaded build also
+runs without the specializing adaptive interpreter):
+
+{table.strip()}
+
+Runtimes measured:
+{provenance}
+
+Machine: {machine()}. {load_note}
+"""
+    write_section("variants", body)
+    print(body)
+
+
+# --- (g) the experimental JIT: PYTHON_JIT=0 vs PYTHON_JIT=1 on one release runtime --------------
 
 
 def bench_jit(*, reuse_stale: bool) -> None:
@@ -384,7 +526,7 @@ def bench_jit(*, reuse_stale: bool) -> None:
         )
         print(f"[bench] {len(steps)} pyperformance runs in the {JIT_STACK} run image", flush=True)
         table = _run_in_run_image(volumes, ["bash", "-c", script], stack=JIT_STACK)
-    body = f"""## (f) The experimental JIT: PYTHON_JIT=0 vs PYTHON_JIT=1
+    body = f"""## (g) The experimental JIT: PYTHON_JIT=0 vs PYTHON_JIT=1
 
 The release runtime (PGO + LTO) of {JIT_CELL}, built with the JIT available but off
 (`--enable-experimental-jit=yes-off`, docs/JIT.md), run with `PYTHON_JIT=0` and with

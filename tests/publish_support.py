@@ -19,10 +19,12 @@ def make_artifact(
     content: bytes = b"runtime bytes",
     size_bytes: int | None = None,
     built_at: str = "2026-11-24T10:00:00Z",
+    variant: str = "default",
 ) -> str:
     """Write archive + .sha256 + SBOM + .json for one cell into `directory`; return the name."""
     distro, distro_version = stack.split("-", 1)
-    name = f"python-{version}-{distro}-{distro_version}-{arch}.tar.zst"
+    label = version + ("t" if variant == "freethreaded" else "")
+    name = f"python-{label}-{distro}-{distro_version}-{arch}.tar.zst"
     body = (
         content if size_bytes is None else (content * (size_bytes // len(content) + 1))[:size_bytes]
     )
@@ -34,6 +36,7 @@ def make_artifact(
     record: dict[str, Any] = {
         "name": name,
         "version": version,
+        "variant": variant,
         "major": major,
         "minor": minor,
         "patch": patch,

@@ -27,7 +27,8 @@ def plan(context: Context, selectors: tuple[str, ...], output_format: str) -> No
     \b
     Examples:
       orchestrator plan                          every cell
-      orchestrator plan '3.13.*-debian-*-amd64'  3.13 on Debian stacks, amd64
+      orchestrator plan '3.13.*-debian-*-amd64'  3.13 on Debian stacks, amd64 (both variants)
+      orchestrator plan '*t-debian-12-*'          the free-threaded cells of debian-12
       orchestrator plan --format json '*-arm64'
     """
     cells = context.matrix.select(selectors)
@@ -49,6 +50,7 @@ def _cell_json(cell: Cell) -> dict[str, str]:
     return {
         "id": cell.id,
         "version": cell.version,
+        "variant": cell.variant.value,
         "stack": cell.stack_name,
         "distro": cell.stack.distro,
         "distro_version": cell.stack.distro_version,

@@ -38,7 +38,9 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
     lib-dynload module (their apt packages are recorded); the expected modules import;
     sqlite3/lzma/bz2/zlib (and compression.zstd) round-trip; deep recursion in a thread
     ends in RecursionError; venv with bundled pip works offline (skipped without the
-    wheel); Py_ENABLE_SHARED is 1 and sysconfig carries none of our build flags. In the
+    wheel); Py_ENABLE_SHARED is 1 and sysconfig carries none of our build flags; the ABI
+    tag and the GIL are the variant's (a free-threaded runtime, bin/python3.Xt: GIL off at
+    start, and CPU-bound threads run in parallel, under 0.8x the serial time). In the
     builder image: a C extension and an embedding program build against the runtime. On
     the host: no RPATH/RUNPATH but $ORIGIN/../lib on the executable, every ELF file
     stripped, no static libpython; build-host paths in the tree are reported.

@@ -16,6 +16,8 @@ from orchestrator.matrix.schema import (
     PythonSource,
     SourceSettings,
     Stack,
+    VariantName,
+    VariantSettings,
 )
 
 __all__ = [
@@ -33,5 +35,7 @@ __all__ = [
     "PythonSource",
     "SourceSettings",
     "Stack",
+    "VariantName",
+    "VariantSettings",
     "load_matrix",
 ]

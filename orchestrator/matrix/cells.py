@@ -1,4 +1,5 @@
-"""A validated matrix expanded into cells: one build per Python version, stack and arch."""
+"""A validated matrix expanded into cells: one build per Python version, variant, stack and
+arch."""
 
 from __future__ import annotations
 
@@ -16,31 +17,48 @@ from orchestrator.matrix.schema import (
     Profile,
     PythonSource,
     Stack,
+    VariantName,
     select_entries,
 )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Cell:
-    """One build: a Python version on a stack for an arch."""
+    """One build: a Python version in a variant on a stack for an arch."""
 
     python: PythonSource
     stack_name: str
     stack: Stack
     arch: Arch
+    variant: VariantName = VariantName.DEFAULT
+    variant_args: tuple[str, ...] = ()  # the variant's configure arguments
 
     @property
     def version(self) -> str:
+        """The Python version, without the variant: 3.13.5 for 3.13.5t too."""
         return self.python.version
 
     @property
+    def version_label(self) -> str:
+        """The version as ids and archive names spell it: 3.13.5, or 3.13.5t for the
+        free-threaded variant (uv's `3.13t`, CPython's python3.13t)."""
+        return f"{self.python.version}{self.variant.abi_suffix}"
+
+    @property
+    def ldversion(self) -> str:
+        """CPython's LDVERSION: 3.13 or 3.13t, as in bin/python3.13t and lib/python3.13t/."""
+        return f"{self.python.major_minor}{self.variant.abi_suffix}"
+
+    @property
     def id(self) -> str:
-        return f"{self.python.version}-{self.stack_name}-{self.arch.value}"
+        return f"{self.version_label}-{self.stack_name}-{self.arch.value}"
 
     @property
     def archive_stem(self) -> str:
         stack = self.stack
-        return f"python-{self.version}-{stack.distro}-{stack.distro_version}-{self.arch.value}"
+        return (
+            f"python-{self.version_label}-{stack.distro}-{stack.distro_version}-{self.arch.value}"
+        )
 
     @property
     def archive_name(self) -> str:
@@ -83,17 +101,29 @@ class Matrix:
     def cells(self) -> list[Cell]:
         """Every cell of the matrix, minus excludes, in a stable order."""
         result: list[Cell] = []
+        variants = self.model.variants
         for python in sorted(self.model.pythons, key=lambda p: p.parsed):
-            for stack_name, stack in self.model.stacks.items():
-                for arch in self.model.arches:
-                    if any(
-                        ex.matches(python.version, stack_name, arch.value)
-                        for ex in self.model.excludes
-                    ):
-                        continue
-                    result.append(
-                        Cell(python=python, stack_name=stack_name, stack=stack, arch=arch)
-                    )
+            # Enum order (default first), not YAML order: ids keep a stable order.
+            for variant in sorted(variants, key=list(VariantName).index):
+                if not variants[variant].applies_to(python.parsed):
+                    continue
+                for stack_name, stack in self.model.stacks.items():
+                    for arch in self.model.arches:
+                        if any(
+                            ex.matches(python.version, stack_name, arch.value, variant.value)
+                            for ex in self.model.excludes
+                        ):
+                            continue
+                        result.append(
+                            Cell(
+                                python=python,
+                                stack_name=stack_name,
+                                stack=stack,
+                                arch=arch,
+                                variant=variant,
+                                variant_args=tuple(variants[variant].configure_args),
+                            )
+                        )
         return result
 
     def select(self, selectors: Sequence[str]) -> list[Cell]:
@@ -107,8 +137,8 @@ class Matrix:
             if not matched:
                 raise SelectionError(
                     f"{selector!r} matches no cell of {self.path.name}",
-                    hint="cell ids look like 3.13.5-debian-12-amd64; "
-                    "`orchestrator plan` lists them",
+                    hint="cell ids look like 3.13.5-debian-12-amd64 (3.13.5t-... for "
+                    "free-threaded); `orchestrator plan` lists them",
                 )
             chosen.extend(c for c in matched if c not in chosen)
         return chosen

@@ -20,6 +20,7 @@ from packaging.version import Version
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -571,23 +572,85 @@ def _union(entries: Sequence[PackageEntry], versions: Iterable[Version]) -> list
     return sorted(wanted)
 
 
+class VariantName(enum.StrEnum):
+    """Closed set of build variants: each one fixes a layout (the `t` of python3.13t), an
+    archive and cell name and uv's spelling, so a new one needs code, not only YAML."""
+
+    DEFAULT = "default"
+    FREETHREADED = "freethreaded"
+
+    @property
+    def abi_suffix(self) -> str:
+        """CPython's ABI_THREAD: in bin/python3.Xt, lib/python3.Xt/, libpython3.Xt.so and
+        the extension suffix (.cpython-313t-...); also the suffix of our cell ids and archive
+        names, as in uv's `3.13t` request."""
+        return "t" if self is VariantName.FREETHREADED else ""
+
+    @property
+    def required_args(self) -> tuple[str, ...]:
+        return ("--disable-gil",) if self is VariantName.FREETHREADED else ()
+
+    @property
+    def minimum_python(self) -> Version | None:
+        # --disable-gil (PEP 703) first shipped in 3.13.0.
+        return Version("3.13.0a1") if self is VariantName.FREETHREADED else None
+
+
+class VariantSettings(_Strict):
+    """One entry of `variants`: what the variant adds to configure and which Pythons get it."""
+
+    description: str = ""
+    python: str | None = Field(
+        default=None, description="PEP 440 specifier of the versions built in this variant"
+    )
+    configure_args: list[Annotated[str, AfterValidator(_flags)]] = Field(
+        default_factory=list, description="appended to ./configure's arguments"
+    )
+
+    _check_python = field_validator("python")(classmethod(lambda cls, v: _parse_specifier(v)))
+
+    def applies_to(self, version: Version) -> bool:
+        return _version_matches(self.python, version)
+
+
+def _default_variants() -> dict[VariantName, VariantSettings]:
+    return {VariantName.DEFAULT: VariantSettings()}
+
+
+def _variant_key(value: object) -> object:
+    """One clear line for a variant name the farm does not know (the enum's own message
+    lists nothing useful)."""
+    if isinstance(value, dict):
+        known = [v.value for v in VariantName]
+        for key in value:
+            if key not in known:
+                raise ValueError(
+                    f"unknown variant {str(key)[:40]!r}; known variants: {', '.join(known)}"
+                )
+    return value
+
+
 class Exclude(_Strict):
     python: str = "*"
     stack: str = "*"
     arch: str = "*"
+    variant: str = "*"
     reason: str = ""
 
     @model_validator(mode="after")
     def _says_something(self) -> Self:
-        if (self.python, self.stack, self.arch) == ("*", "*", "*"):
-            raise ValueError("an exclude needs at least one of python, stack, arch")
+        if (self.python, self.stack, self.arch, self.variant) == ("*", "*", "*", "*"):
+            raise ValueError("an exclude needs at least one of python, stack, arch, variant")
         return self
 
-    def matches(self, version: str, stack: str, arch: str) -> bool:
+    def matches(
+        self, version: str, stack: str, arch: str, variant: str = VariantName.DEFAULT.value
+    ) -> bool:
         return (
             fnmatch.fnmatchcase(version, self.python)
             and fnmatch.fnmatchcase(stack, self.stack)
             and fnmatch.fnmatchcase(arch, self.arch)
+            and fnmatch.fnmatchcase(variant, self.variant)
         )
 
 
@@ -602,6 +665,12 @@ class MatrixModel(_Strict):
         min_length=1
     )
     arches: list[Arch] = Field(min_length=1)
+    variants: Annotated[
+        dict[VariantName, VariantSettings], BeforeValidator(_variant_key), Field(min_length=1)
+    ] = Field(
+        default_factory=_default_variants,
+        description="build variants (default, freethreaded); without the key: default only",
+    )
     excludes: list[Exclude] = Field(default_factory=list)
     expected_modules: Annotated[
         list[PackageEntry], Field(min_length=1), _names(MODULE_NAME, "module name")
@@ -632,11 +701,14 @@ class MatrixModel(_Strict):
             seen.add(python.version)
         if len(set(self.arches)) != len(self.arches):
             raise ValueError("arches: an arch is listed twice")
+        for name, settings in self.variants.items():
+            self._check_variant(name, settings)
         for index, exclude in enumerate(self.excludes):
             self._check_exclude(index, exclude)
+        self._check_variant_excluded_once()
         if not any(
-            not any(e.matches(p.version, stack, arch.value) for e in self.excludes)
-            for p in self.pythons
+            not any(e.matches(p.version, stack, arch.value, v.value) for e in self.excludes)
+            for p, v in self.python_variants()
             for stack in self.stacks
             for arch in self.arches
         ):
@@ -646,11 +718,71 @@ class MatrixModel(_Strict):
             raise ValueError(f"runners: no runner label for arch {', '.join(missing)}")
         return self
 
+    def python_variants(self) -> list[tuple[PythonSource, VariantName]]:
+        """Every (python, variant) pair the variants' specifiers admit, before excludes."""
+        return [
+            (python, name)
+            for python in self.pythons
+            for name, settings in self.variants.items()
+            if settings.applies_to(python.parsed)
+        ]
+
+    def _check_variant(self, name: VariantName, settings: VariantSettings) -> None:
+        where = f"variants.{name.value}"
+        for arg in name.required_args:
+            if arg not in settings.configure_args:
+                raise ValueError(f"{where}.configure_args: the {name.value} variant needs {arg}")
+        for arg in VariantName.FREETHREADED.required_args:
+            if name is not VariantName.FREETHREADED and arg in settings.configure_args:
+                raise ValueError(
+                    f"{where}.configure_args: {arg} makes a free-threaded runtime; "
+                    "use the freethreaded variant"
+                )
+        minimum = name.minimum_python
+        if minimum is None:
+            return
+        too_old = [
+            p.version for p in self.pythons if settings.applies_to(p.parsed) and p.parsed < minimum
+        ]
+        if too_old:
+            admits = repr(settings.python) if settings.python else "no python specifier"
+            raise ValueError(
+                f"{where}.python: {admits} admits {', '.join(too_old)}, but {name.value} "
+                f"builds need Python >={minimum.major}.{minimum.minor} (e.g. python: "
+                f'">={minimum.major}.{minimum.minor}")'
+            )
+
+    def _check_variant_excluded_once(self) -> None:
+        """An exclude naming a variant must remove something the ones before it did not: a
+        second one for the same cells is a copy-paste slip that hides what was meant."""
+        cells = [
+            (p.version, stack, arch.value, v.value)
+            for p, v in self.python_variants()
+            for stack in self.stacks
+            for arch in self.arches
+        ]
+        for index, exclude in enumerate(self.excludes):
+            if exclude.variant == "*":
+                continue
+            mine = [c for c in cells if exclude.matches(*c)]
+            if not mine:
+                raise ValueError(
+                    f"excludes[{index}]: names no cell: variant {exclude.variant!r} has none "
+                    f"for python {exclude.python!r}, stack {exclude.stack!r}, arch {exclude.arch!r}"
+                )
+            for earlier_index, earlier in enumerate(self.excludes[:index]):
+                if all(earlier.matches(*c) for c in mine):
+                    raise ValueError(
+                        f"excludes[{index}]: variant {exclude.variant!r} is excluded twice: "
+                        f"excludes[{earlier_index}] already removes every cell it names"
+                    )
+
     def _check_exclude(self, index: int, exclude: Exclude) -> None:
         checks = (
             ("stack", exclude.stack, list(self.stacks)),
             ("arch", exclude.arch, [a.value for a in self.arches]),
             ("python", exclude.python, [p.version for p in self.pythons]),
+            ("variant", exclude.variant, [v.value for v in self.variants]),
         )
         for field_name, pattern, known in checks:
             if not fnmatch.filter(known, pattern):

@@ -17,6 +17,11 @@ MANIFEST_NAME = "manifest.json"
 UV_METADATA_NAME = "download-metadata.json"
 # uv's spelling of each arch (its keys look like cpython-3.13.5-linux-x86_64-gnu).
 UV_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+# uv's spelling of each variant, from its own parser (crates/uv-python: PythonVariant's
+# FromStr and Display, PythonInstallationKey's Display): the `variant` field of an entry, and
+# `+freethreaded` after the version in its key (cpython-3.13.5+freethreaded-linux-x86_64-gnu);
+# the default variant is null there and absent from the key.
+UV_VARIANT: dict[str, str | None] = {"default": None, "freethreaded": "freethreaded"}
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -68,6 +73,7 @@ def manifest_entry(
     return {
         "name": record["name"],
         "version": record["version"],
+        "variant": record.get("variant", "default"),
         "stack": record["stack"],
         "distro": record["distro"],
         "distro_version": record["distro_version"],
@@ -95,9 +101,18 @@ def merge_manifest(current: dict[str, Any] | None, entry: dict[str, Any]) -> dic
     return {"format": MANIFEST_FORMAT, "runtimes": ordered}
 
 
+def uv_variant(record: dict[str, Any]) -> str | None:
+    variant = record.get("variant", "default")
+    if variant not in UV_VARIANT:
+        raise PublishError(f"{record.get('name')}: variant {variant!r} has no uv spelling")
+    return UV_VARIANT[variant]
+
+
 def uv_key(record: dict[str, Any]) -> str:
     version = record["version"]
-    return f"cpython-{version}-linux-{UV_ARCH[record['arch']]}-gnu"
+    variant = uv_variant(record)
+    suffix = f"+{variant}" if variant else ""
+    return f"cpython-{version}{suffix}-linux-{UV_ARCH[record['arch']]}-gnu"
 
 
 def uv_entry(record: dict[str, Any], *, url: str, sbom_url: str) -> dict[str, Any]:
@@ -112,7 +127,7 @@ def uv_entry(record: dict[str, Any], *, url: str, sbom_url: str) -> dict[str, An
         "prerelease": record.get("prerelease", ""),
         "url": url,
         "sha256": record["sha256"],
-        "variant": None,
+        "variant": uv_variant(record),
         # Monotonic: uv treats a higher build of the same version as an upgrade.
         "build": build_number(record),
         # Not a field uv reads (it ignores unknown fields); for people and scanners.

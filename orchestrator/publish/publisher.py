@@ -401,8 +401,6 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
     the manifest states; its .sha256 and .json must exist; and the stack/arch uv metadata
     must point at the same sha256.
     """
-    from orchestrator.publish.manifests import UV_ARCH
-
     prefix = normalize_prefix(prefix)
     found = store.get(manifest_key(prefix))
     if found is None:
@@ -436,7 +434,7 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
             uv_docs[uv_key_name] = (
                 parse_document(store.describe(uv_key_name), uv_found[0]) if uv_found else {}
             )
-        uv_name = f"cpython-{entry['version']}-linux-{UV_ARCH[entry['arch']]}-gnu"
+        uv_name = uv_key(entry)  # the variant's key: cpython-3.13.5+freethreaded-...
         uv_entry = uv_docs[uv_key_name].get(uv_name)
         uv_where = store.describe(uv_key_name)
         if uv_entry is None:
@@ -453,7 +451,7 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
 
 def _entry_damage(entry: dict[str, Any]) -> str | None:
     """What is wrong with a manifest entry check_published relies on, or None."""
-    from orchestrator.publish.manifests import UV_ARCH
+    from orchestrator.publish.manifests import UV_ARCH, UV_VARIANT
 
     for name in ("version", "stack", "sha256"):
         if not isinstance(entry.get(name), str):
@@ -463,4 +461,6 @@ def _entry_damage(entry: dict[str, Any]) -> str | None:
         return "has no integer 'size'"
     if entry.get("arch") not in UV_ARCH:
         return f"has an unknown 'arch' {str(entry.get('arch'))[:20]!r}"
+    if entry.get("variant", "default") not in UV_VARIANT:
+        return f"has an unknown 'variant' {str(entry.get('variant'))[:20]!r}"
     return None

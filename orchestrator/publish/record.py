@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from orchestrator.errors import PublishError
-from orchestrator.matrix import Cell
+from orchestrator.matrix import Cell, VariantName
 from orchestrator.publish.manifests import UV_ARCH
 
 _NAME = r"^[a-z0-9][a-z0-9.-]{0,39}$"
@@ -51,6 +51,8 @@ class ArtifactRecord(_Open):
     minor: Annotated[int, Field(ge=0, le=999)]
     patch: Annotated[int, Field(ge=0, le=999)]
     prerelease: Annotated[str, StringConstraints(pattern=r"^((a|b|rc)[0-9]{1,3})?$")] = ""
+    # Records from before variants have none: the default.
+    variant: Literal[tuple(v.value for v in VariantName)] = "default"  # type: ignore[valid-type]
     stack: Name
     distro: Name
     distro_version: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9.]{0,15}$")]
@@ -67,7 +69,12 @@ class ArtifactRecord(_Open):
 
 def cell_identity(cell: Cell) -> dict[str, str]:
     """What a cell's record must say about itself."""
-    return {"version": cell.version, "stack": cell.stack_name, "arch": cell.arch.value}
+    return {
+        "version": cell.version,
+        "variant": cell.variant.value,
+        "stack": cell.stack_name,
+        "arch": cell.arch.value,
+    }
 
 
 def validate_record(raw: Any, *, archive_name: str, where: str) -> dict[str, Any]:
@@ -80,12 +87,13 @@ def validate_record(raw: Any, *, archive_name: str, where: str) -> dict[str, Any
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "record"
         raise PublishError(f"{where}: {field}: {first['msg']}", hint=_REBUILD) from None
-    expected = f"python-{record.version}-{record.distro}-{record.distro_version}-{record.arch}"
+    label = f"{record.version}{VariantName(record.variant).abi_suffix}"
+    expected = f"python-{label}-{record.distro}-{record.distro_version}-{record.arch}"
     problems = []
     if record.name != archive_name:
         problems.append(f"name {record.name} is not {archive_name}")
     if f"{expected}.tar.zst" != archive_name:
-        problems.append(f"version/distro/arch say {expected}.tar.zst")
+        problems.append(f"version/variant/distro/arch say {expected}.tar.zst")
     numbers = f"{record.major}.{record.minor}.{record.patch}{record.prerelease}"
     if numbers != record.version:
         problems.append(f"major/minor/patch say {numbers}, version says {record.version}")
@@ -94,7 +102,7 @@ def validate_record(raw: Any, *, archive_name: str, where: str) -> dict[str, Any
             f"{where} does not describe {archive_name}: {'; '.join(problems)}",
             hint="publish a record only beside the archive it was built with; rebuild the cell",
         )
-    return dict(raw)
+    return {**raw, "variant": record.variant}
 
 
 _REBUILD = "the cell's .json is damaged or edited; rebuild the cell, nothing was published"

@@ -72,7 +72,8 @@ def _cpython(record: dict[str, Any]) -> Component:
         bom_ref="cpython",
         name="cpython",
         version=record["version"],
-        description=f"CPython {record['version']}, built from {source['filename']}",
+        description=f"CPython {record['version']}{_variant_note(record)}, "
+        f"built from {source['filename']}",
         hashes=_sha256(source["sha256"]),
         cpe=f"cpe:2.3:a:python:python:{record['version']}:*:*:*:*:*:*:*",
         purl=PackageURL(
@@ -86,8 +87,14 @@ def _cpython(record: dict[str, Any]) -> Component:
             openpgp_signed_at=openpgp.get("signed_at"),
             sigstore_identity=sigstore.get("identity"),
             sigstore_issuer=sigstore.get("issuer"),
+            # Only for other variants: a default runtime's SBOM reads as before variants.
+            variant=None if record.get("variant", "default") == "default" else record["variant"],
         ),
     )
+
+
+def _variant_note(record: dict[str, Any]) -> str:
+    return " (free-threaded)" if record.get("variant") == "freethreaded" else ""
 
 
 def _bundled(component: BundledComponent) -> Component:

@@ -79,7 +79,11 @@ phase "make install"
 make "${make_flags[@]}" install
 
 cd "$FARM_PREFIX"
-stdlib="lib/python$major_minor"
+# The free-threaded build (--disable-gil) names everything with CPython's ABI_THREAD `t`:
+# bin/python3.13t, lib/python3.13t/, libpython3.13t.so.1.0.
+abi_thread=
+if grep -qx -- --disable-gil /farm/spec/configure-args; then abi_thread=t; fi
+stdlib="lib/python$major_minor$abi_thread"
 [ -d "$stdlib" ] || die "no $stdlib after install"
 
 phase "trim the install tree"
@@ -90,6 +94,8 @@ find . -depth -type d -name __pycache__ -exec rm -rf {} +
 # Scripts with absolute shebangs to the build prefix; not needed in a runtime.
 rm -f bin/idle* bin/pydoc* bin/2to3*
 ln -sfn python3 bin/python
+# `make install` hard-links python3.Xt as python3.X; a symlink is one ELF file, not two.
+if [ -n "$abi_thread" ]; then ln -sfn "python$major_minor$abi_thread" "bin/python$major_minor"; fi
 
 # Every path the runtime reports about itself (sysconfig, pkg-config, python-config, the config
 # Makefile) follows the directory it is unpacked in; before compileall, so the .pyc match.

@@ -7,6 +7,8 @@
 #   verify-runtime.sh runtime   PREFIX MAJOR.MINOR MODULE...   (in the stack's run image)
 #   verify-runtime.sh extension PREFIX MAJOR.MINOR             (in the builder image: has gcc)
 #   verify-runtime.sh jit       PREFIX MAJOR.MINOR MODULE...   (run image; JIT builds only)
+# MAJOR.MINOR is CPython's LDVERSION: 3.13, or 3.13t for a free-threaded runtime (its ABI `t`
+# is in bin/python3.13t, lib/python3.13t/, libpython3.13t.so), which also gets the GIL checks.
 # PREFIX is a fresh random directory chosen by the host. Output protocol, one line each:
 #   CHECK <name> ok|fail|skip <one-line detail>
 #   PACKAGE <apt package> <library path>      an apt package providing a linked library
@@ -21,6 +23,9 @@ prefix=${2:?prefix}
 mm=${3:?major.minor}
 shift 3
 modules=("$@")
+# 3.13t -> base 3.13, abi t (free-threaded); 3.13 -> base 3.13, abi empty.
+base_mm=${mm%t}
+abi=${mm#"$base_mm"}
 archive=/farm/archive.tar.zst
 py="$prefix/bin/python$mm"
 stdlib="$prefix/lib/python$mm"
@@ -109,7 +114,10 @@ sys.exit(1 if bad else 0)'
 
 check_executables() {
   local name
-  for name in python python3 "python$mm"; do
+  local names=(python python3 "python$mm")
+  # A free-threaded runtime also answers to python3.X (as `make install` links it).
+  [ -z "$abi" ] || names+=("python$base_mm")
+  for name in "${names[@]}"; do
     check "exec:$name" "$prefix/bin/$name" -c 'import sys; print(sys.version)'
   done
   # Users rarely run as root: an unreadable file or a 0700 directory only shows up this way.
@@ -135,6 +143,14 @@ check_executables() {
     *" -L$prefix/lib "*) report config:ldflags ok "$out" ;;
     *) report config:ldflags fail "python3-config --ldflags printed '$out', no -L$prefix/lib" ;;
   esac
+  # The Python twin in the config directory (a shared build: no -L, libpython is on the rpath).
+  local pyconfig
+  pyconfig=$(find "$prefix/lib/python$mm/" -maxdepth 2 -path '*/config-*/python-config.py' | head -n 1)
+  out=$("$pyconfig" --prefix --includes --ldflags --embed 2>&1 | tr '\n' ' ')
+  case " $out" in
+    " $prefix -I$prefix/include/python$mm "*" -lpython$mm "*) report config:python-config-py ok "$out" ;;
+    *) report config:python-config-py fail "${pyconfig#"$prefix"/} printed '$out'" ;;
+  esac
   local code
   # shellcheck disable=SC2016
   code='import sys, sysconfig
@@ -151,13 +167,14 @@ sys.exit(1 if bad else 0)'
 check_bin_entries() {
   local -A allowed=()
   local name extra=() missing=()
-  for name in python python3 "python$mm" python3-config "python$mm-config"; do
+  for name in python python3 "python$mm" python3-config "python$mm-config" \
+    "python$base_mm" "python$base_mm-config"; do
     allowed[$name]=1
     [ -e "$prefix/bin/$name" ] || missing+=("$name")
   done
   # pip's entry points are expected only where pip itself is installed.
   if [ -d "$stdlib/site-packages/pip" ]; then
-    for name in pip pip3 "pip$mm"; do allowed[$name]=1; done
+    for name in pip pip3 "pip$base_mm" "pip$mm"; do allowed[$name]=1; done
   fi
   while IFS= read -r name; do
     [ -n "${allowed[$name]:-}" ] || extra+=("$name")
@@ -320,6 +337,95 @@ print("; ".join(bad) or "clean: " + ", ".join(names))
 sys.exit(1 if bad else 0)'
 }
 
+# The variant is what it claims: the ABI tag in sys.abiflags and the extension suffix, and the
+# GIL's state at start (-I ignores PYTHON_GIL). A free-threaded runtime must also run threads in
+# parallel; a default one must have its GIL (it never runs the parallel check).
+# shellcheck disable=SC2016
+ABI_TAG='import sys, sysconfig
+abi = sys.argv[1]
+v = sys.version_info
+want = f".cpython-{v.major}{v.minor}{abi}-{sys.implementation._multiarch}.so"
+got = sysconfig.get_config_var("EXT_SUFFIX")
+print(f"sys.abiflags={sys.abiflags!r} EXT_SUFFIX={got}")
+sys.exit(0 if sys.abiflags == abi and got == want else 1)'
+# shellcheck disable=SC2016
+GIL_STATE='import sys, sysconfig
+free = sys.argv[1] == "t"
+flag = sysconfig.get_config_var("Py_GIL_DISABLED")
+enabled = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
+print(f"Py_GIL_DISABLED={flag} sys._is_gil_enabled()={enabled}")
+ok = (flag == 1 and enabled is False) if free else (not flag and enabled is True)
+sys.exit(0 if ok else 1)'
+# CPU-bound pure-Python work, the same total amount serially and in one thread per CPU: ok when
+# the threads take under 0.8x the serial time and the process used more than 1.2 CPU seconds per
+# second meanwhile (only threads running at the same time can; on a busy host a noisy serial run
+# alone could pass the first test). Up to ten tries, the best one counts: the machine is shared. The host's idle CPU share during the threaded run (/proc/stat is the host's) tells a
+# starved run from serialised threads: when every try found the host's CPUs busy, nothing can be
+# measured and the check is skipped, saying so; with idle CPUs beside slow threads it fails.
+# shellcheck disable=SC2016
+PARALLEL='import os, sys, threading, time
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+def host_cpu():
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]
+        return ticks[3] + ticks[4], sum(ticks)
+    except (OSError, ValueError, IndexError):
+        return None
+threads = min(len(os.sched_getaffinity(0)), 4)
+if threads < 2:
+    print(f"only {threads} CPU available to this container; cannot show parallelism")
+    sys.exit(3)
+n = 2_000_000
+tries = []
+for _ in range(10):
+    start = time.perf_counter()
+    for _ in range(threads):
+        work(n)
+    serial = time.perf_counter() - start
+    pool = [threading.Thread(target=work, args=(n,)) for _ in range(threads)]
+    before, start, cpu = host_cpu(), time.perf_counter(), time.process_time()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    parallel, after = time.perf_counter() - start, host_cpu()
+    cpus = (time.process_time() - cpu) / parallel
+    idle = (after[0] - before[0]) / max(after[1] - before[1], 1) if before and after else None
+    tries.append((parallel / serial, serial, parallel, cpus, idle))
+    if parallel < 0.8 * serial and cpus > 1.2:
+        break
+passed = [t for t in tries if t[0] < 0.8 and t[3] > 1.2]
+ratio, serial, parallel, cpus, idle = min(passed or tries)
+idles = [t[4] for t in tries]
+busy = all(i is not None and i < 0.15 for i in idles)
+gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+shown = "unknown" if idle is None else f"{idle:.0%}"
+print(f"{threads} threads: serial {serial:.2f} s, parallel {parallel:.2f} s = {ratio:.2f} x serial "
+      f"(must be < 0.8); {cpus:.2f} CPUs busy (must be > 1.2); host CPUs idle {shown} then; "
+      f"{len(tries)} tries; GIL enabled after: {gil}")
+if passed and not gil:
+    sys.exit(0)
+sys.exit(3 if busy and not gil else 1)'
+
+check_variant() {
+  check abi:tag "$py" -I -c "$ABI_TAG" "$abi"
+  check gil:state "$py" -I -c "$GIL_STATE" "$abi"
+  [ -n "$abi" ] || return 0
+  local out status
+  out=$(timeout 300 "$py" -I -c "$PARALLEL" 2>&1)
+  status=$?
+  case $status in
+    0) report threads:parallel ok "$out" ;;
+    3) report threads:parallel skip "host CPUs busy in every try, not measurable: $out" ;;
+    *) fail_with_output threads:parallel "$status" "$out" ;;
+  esac
+}
+
 # Every directory sysconfig names is under the unpacked tree and exists; no variable names the
 # configure prefix (FARM_BUILD_PREFIX, from the host) or the build directory.
 # shellcheck disable=SC2016
@@ -350,6 +456,21 @@ check_relocated() {
 
 # --- extension stage ---------------------------------------------------------------------------
 
+# The extension module built in DIR (argv[1]) imports and works; on a free-threaded runtime it
+# carries the t ABI tag and leaves the GIL disabled.
+# shellcheck disable=SC2016
+CEXT_IMPORT='import sys, sysconfig
+sys.path.insert(0, sys.argv[1])
+import farmcheck
+assert farmcheck.add(40, 2) == 42, farmcheck.add(40, 2)
+note = ""
+if sysconfig.get_config_var("Py_GIL_DISABLED"):
+    tag = f"{sys.version_info.major}{sys.version_info.minor}t"
+    assert f".cpython-{tag}-" in farmcheck.__file__, f"not built for the {tag} ABI"
+    assert not sys._is_gil_enabled(), "importing it turned the GIL on"
+    note = f" ({tag} ABI, GIL still disabled)"
+print(farmcheck.__file__, "add(40, 2) = 42" + note)'
+
 # The C extension module and the embedding program every consumer check builds, into DIR.
 write_sources() {
   cat >"$1/farmcheck.c" <<'EOF'
@@ -363,7 +484,17 @@ static PyObject *add(PyObject *self, PyObject *args) {
 }
 static PyMethodDef methods[] = {{"add", add, METH_VARARGS, "a + b"}, {NULL, NULL, 0, NULL}};
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "farmcheck", NULL, -1, methods};
-PyMODINIT_FUNC PyInit_farmcheck(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_farmcheck(void) {
+    PyObject *m = PyModule_Create(&module);
+#ifdef Py_GIL_DISABLED
+    /* Safe without the GIL: importing it must not turn the GIL back on. */
+    if (m != NULL && PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
+    return m;
+}
 EOF
   cat >"$1/embed.c" <<'EOF'
 #define PY_SSIZE_T_CLEAN
@@ -401,11 +532,7 @@ for value in (v("CC"), v("CFLAGS"), v("CCSHARED"), v("LDSHARED"),
   check cext:compile $cc $cflags $ccshared "-I$include" -c "$work/farmcheck.c" -o "$work/farmcheck.o"
   # shellcheck disable=SC2086
   check cext:link $ldshared "$work/farmcheck.o" -o "$work/farmcheck$suffix"
-  check cext:import "$py" -I -c 'import sys
-sys.path.insert(0, sys.argv[1])
-import farmcheck
-assert farmcheck.add(40, 2) == 42, farmcheck.add(40, 2)
-print(farmcheck.__file__, "add(40, 2) = 42")' "$work"
+  check cext:import "$py" -I -c "$CEXT_IMPORT" "$work"
 
   local includes ldflags
   includes=$("$prefix/bin/python3-config" --includes)
@@ -537,11 +664,7 @@ check_jit() {
 
 # check_import NAME DIR: the extension module in DIR imports in the runtime and works.
 check_import() {
-  check "$1" "$py" -I -c 'import sys
-sys.path.insert(0, sys.argv[1])
-import farmcheck
-assert farmcheck.add(40, 2) == 42
-print(farmcheck.__file__)' "$2"
+  check "$1" "$py" -I -c "$CEXT_IMPORT" "$2"
 }
 
 # check_under NAME WHAT VALUE...: every VALUE is a path under the unpacked tree.
@@ -660,6 +783,7 @@ case $stage in
     check_recursion
     check_venv
     check_sysconfig
+    check_variant
     check_relocated
     ;;
   extension)

@@ -56,7 +56,7 @@ from orchestrator.cellbuild import (
     remove_container,
 )
 from orchestrator.errors import DockerError, PackagingError, VerificationError
-from orchestrator.matrix import Arch
+from orchestrator.matrix import Arch, VariantName
 from orchestrator.safetar import RUNTIME_LIMITS, Limits
 from orchestrator.sandbox import confinement, sandbox_user
 from orchestrator.verify.elfaudit import BUILD_PATH_MARKERS, ArchiveScan, ElfInfo, scan_archive
@@ -655,7 +655,7 @@ def audit_archive(
     install_prefix = configured_prefix(metadata)
     markers = BUILD_PATH_MARKERS + ((install_prefix.encode(),) if install_prefix else ())
     scan = scan_archive(archive, build_path_markers=markers, limits=limits)
-    major_minor = f"{metadata['major']}.{metadata['minor']}"
+    major_minor = runtime_ldversion(metadata)
     checks.extend(
         audit_checks(
             scan,
@@ -693,7 +693,7 @@ def verify_archive(
     """
     started = time.monotonic()
     arch = Arch(metadata["arch"])
-    major_minor = f"{metadata['major']}.{metadata['minor']}"
+    major_minor = runtime_ldversion(metadata)
     cell_id = str(metadata.get("cell") or archive.name)
     # Bind mounts need the engine on this machine; a remote one (ssh://...) gets copies.
     copy = transfer == "copy" or (transfer == "auto" and not is_local_engine(client))
@@ -762,6 +762,19 @@ def verify_archive(
 def jit_built(metadata: dict[str, Any]) -> bool:
     """Whether the record says the runtime was built with the JIT available."""
     return metadata.get("jit") is True
+
+
+def runtime_ldversion(metadata: dict[str, Any]) -> str:
+    """What the runtime's names carry after `python`: 3.13 (bin/python3.13, lib/python3.13/,
+    libpython3.13.so) or, for the free-threaded variant, 3.13t. A record from before variants
+    has no `variant`: the default. Every `major_minor` below means this."""
+    try:
+        variant = VariantName(metadata.get("variant", VariantName.DEFAULT.value))
+    except ValueError:
+        raise VerificationError(
+            f"{metadata.get('name', 'the record')}: unknown variant {metadata.get('variant')!r}"
+        ) from None
+    return f"{metadata['major']}.{metadata['minor']}{variant.abi_suffix}"
 
 
 def configured_prefix(metadata: dict[str, Any]) -> str | None:

@@ -15,6 +15,8 @@ from orchestrator.cellbuild import OWNER_LABEL, owner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 E2E_CELL = "3.13.5-debian-12-amd64"
+# Its free-threaded twin (variant freethreaded: --disable-gil, bin/python3.13t).
+E2E_CELL_T = "3.13.5t-debian-12-amd64"
 
 
 @dataclass(frozen=True, kw_only=True)

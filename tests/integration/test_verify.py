@@ -106,6 +106,7 @@ def test_the_e2e_runtime_passes(
         "elf:stripped",
         "exec:python3.13",
         "config:prefix",
+        "config:python-config-py",
         "sys:prefix",
         "bin:entries",
         "ldd",
@@ -323,9 +324,13 @@ def test_relocation_left_undone_fails_naming_the_checks(
         }, message
         assert "lib/pkgconfig/python-3.13-embed.pc" in message
     else:
-        # Only these: the consumers (pkg-config, CMake, meson) do not need these variables.
-        assert failed == {"relocate:build-prefix", "relocate:build-dir", "sysconfig:relocated"}, (
-            message
-        )
+        # Only these: the consumers (pkg-config, CMake, meson) do not need these variables;
+        # python-config.py answers --prefix from them.
+        assert failed == {
+            "relocate:build-prefix",
+            "relocate:build-dir",
+            "sysconfig:relocated",
+            "config:python-config-py",
+        }, message
         assert "_sysconfigdata__linux_x86_64-linux-gnu.py" in message
         assert "LIBDIR=/opt/python-farm/lib" in message

@@ -63,6 +63,17 @@ def test_release_gets_the_jit_only_where_the_stack_has_the_llvm(repo_root: Path)
     assert not fast.jit and CONFIGURE_ARG not in fast.configure_args
 
 
+def test_free_threaded_cells_never_get_the_jit(tmp_path: Path, repo_root: Path) -> None:
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    cell = matrix.cell("3.13.5t-debian-13-amd64")
+    spec = build_spec(matrix, cell, "release")
+    assert not spec.jit and CONFIGURE_ARG not in spec.configure_args
+    assert "--disable-gil" in spec.configure_args
+    strict = _matrix(tmp_path, repo_root, _set_jit(True))
+    with pytest.raises(ConfigError, match="free-threaded build does not run the JIT"):
+        build_spec(strict, strict.cell("3.13.5t-debian-13-amd64"), "fast")
+
+
 def test_configure_arg_is_yes_off(repo_root: Path) -> None:
     matrix = load_matrix(repo_root / "matrix.yaml")
     cell = matrix.cell("3.14.10-debian-13-arm64")

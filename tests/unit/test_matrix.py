@@ -38,13 +38,16 @@ def test_real_matrix_cell_counts(repo_root: Path) -> None:
     cells = matrix.cells()
     versions = [p.version for p in matrix.model.pythons]
     for version in versions:
+        # Free-threaded builds exist from 3.13 on (variants.freethreaded.python).
+        variants = 2 if Version(version) >= Version("3.13") else 1
         ubuntu = [c for c in cells if c.version == version and c.stack.distro == "ubuntu"]
         debian = [c for c in cells if c.version == version and c.stack.distro == "debian"]
         # No 3.14+ on ubuntu-20.04 (libzstd too old for compression.zstd).
         excluded = 2 if Version(version) >= Version("3.14") else 0
-        assert len(ubuntu) == 4 * 2 - excluded
-        assert len(debian) == 2 * 2
+        assert len(ubuntu) == (4 * 2 - excluded) * variants
+        assert len(debian) == 2 * 2 * variants
     assert len({c.id for c in cells}) == len(cells)
+    assert len({c.archive_name for c in cells}) == len(cells)
 
 
 def test_cell_id_and_archive_name(repo_root: Path) -> None:

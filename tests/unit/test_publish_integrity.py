@@ -68,7 +68,19 @@ def test_cell_identity_is_what_the_cli_expects() -> None:
 
     matrix = load_matrix(Path(__file__).resolve().parents[2] / "matrix.yaml")
     cell = matrix.select(["3.13.5-debian-12-amd64"])[0]
-    assert cell_identity(cell) == {"version": "3.13.5", "stack": "debian-12", "arch": "amd64"}
+    assert cell_identity(cell) == {
+        "version": "3.13.5",
+        "variant": "default",
+        "stack": "debian-12",
+        "arch": "amd64",
+    }
+    free = matrix.cell("3.13.5t-debian-12-amd64")
+    assert cell_identity(free) == {
+        "version": "3.13.5",
+        "variant": "freethreaded",
+        "stack": "debian-12",
+        "arch": "amd64",
+    }
 
 
 @pytest.mark.parametrize(

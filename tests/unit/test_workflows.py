@@ -119,11 +119,15 @@ def test_github_matrix_is_what_the_workflow_consumes(
     assert len(include) == len(load_matrix(repo_root / "matrix.yaml").cells())
     assert {e["stack"] for e in include} >= {"ubuntu-26.04", "debian-12"}
     for entry in include:
-        assert {"cell", "runner", "version", "stack", "arch"} <= set(entry)
+        assert {"cell", "runner", "version", "variant", "stack", "arch"} <= set(entry)
         assert (
             entry["runner"] == {"amd64": "ubuntu-24.04", "arm64": "ubuntu-24.04-arm"}[entry["arch"]]
         )
-        assert entry["cell"] == f"{entry['version']}-{entry['stack']}-{entry['arch']}"
+        t = {"default": "", "freethreaded": "t"}[entry["variant"]]
+        assert entry["cell"] == f"{entry['version']}{t}-{entry['stack']}-{entry['arch']}"
+    variants = {(e["variant"], e["version"].rsplit(".", 1)[0]) for e in include}
+    assert ("freethreaded", "3.13") in variants and ("default", "3.12") in variants
+    assert ("freethreaded", "3.12") not in variants and ("freethreaded", "3.11") not in variants
 
 
 def test_nightly_proposes_new_pins_in_a_pull_request() -> None:
