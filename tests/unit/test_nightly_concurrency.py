@@ -1,0 +1,171 @@
+"""Issue 16: two `nightly` runs started at once against one store. One holds the store for its
+whole run, the other is refused at once (exit 10, one line naming the holder) and builds
+nothing; every cell is built once and published; the next run skips them all.
+
+Two real CLI processes (tests/fake_nightly.py: the real nightly with a fake build, no Docker)
+against the real local store and its real lock; the S3 lease is exercised the same way in
+tests/integration/test_nightly_concurrency_s3.py, and in-process below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import PublishError
+from orchestrator.publish.lease import Lease, hold_lease
+from orchestrator.publish.store import DirectoryStore, StoreBusy
+from tests.publish_support import store_write
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CELLS = ["3.13.5-debian-12-amd64", "3.13.5-debian-12-arm64", "3.13.5t-debian-12-amd64"]
+
+
+def start_fake_nightly(
+    builds: Path, release: Path, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_nightly", str(builds), str(release), "--", *args],
+        cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def race(
+    builds: Path, release: Path, first: list[str], second: list[str], env: dict[str, str]
+) -> tuple[tuple[subprocess.Popen[str], str], tuple[subprocess.Popen[str], str]]:
+    """Start both at once; the one refused must exit while the other holds the store (its
+    builds wait for `release`). Returns ((winner, stderr), (loser, stderr))."""
+    runs = [start_fake_nightly(builds, release, args, env) for args in (first, second)]
+    deadline = time.monotonic() + 120
+    while all(run.poll() is None for run in runs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    finished = [run for run in runs if run.poll() is not None]
+    assert finished, "neither nightly finished while the other held the store"
+    loser = finished[0]
+    winner = runs[1 - runs.index(loser)]
+    loser_err = loser.communicate(timeout=30)[1]
+    release.touch()
+    winner_err = winner.communicate(timeout=300)[1]
+    return (winner, winner_err), (loser, loser_err)
+
+
+def builds_by_pid(builds: Path) -> list[tuple[str, int]]:
+    if not builds.exists():
+        return []
+    return [(c, int(p)) for c, p in (line.split() for line in builds.read_text().splitlines())]
+
+
+def assert_refused_and_built_once(
+    winner: tuple[subprocess.Popen[str], str], loser: tuple[subprocess.Popen[str], str],
+    builds: Path,
+) -> None:  # fmt: skip
+    (winner_run, winner_err), (loser_run, loser_err) = winner, loser
+    errors = [line for line in loser_err.splitlines() if line.startswith("error:")]
+    assert loser_run.returncode == 10, loser_err
+    assert len(errors) == 1 and "Traceback" not in loser_err, loser_err
+    assert f"nightly pid {winner_run.pid} " in errors[0], errors[0]
+    assert winner_run.returncode == 0, winner_err
+    built = builds_by_pid(builds)
+    assert sorted(cell for cell, _ in built) == sorted(CELLS)  # each once
+    assert {pid for _, pid in built} == {winner_run.pid}
+
+
+def test_two_nightlies_at_once_on_the_local_store(tmp_path: Path) -> None:
+    out = tmp_path / "out"  # one machine, one OUT, its default store OUT/publish
+    builds, release = tmp_path / "builds.log", tmp_path / "release"
+    args = ["--out", str(out), "nightly", *CELLS, "--jobs", "1", "--report"]
+    winner, loser = race(
+        builds, release, [*args, str(tmp_path / "a.json")], [*args, str(tmp_path / "b.json")], {}
+    )
+    assert_refused_and_built_once(winner, loser, builds)
+    manifest = json.loads((out / "publish" / "manifest.json").read_text())
+    assert len(manifest["runtimes"]) == len(CELLS)
+
+    # The next run skips everything: nothing lost, nothing to build again.
+    again = start_fake_nightly(builds, release, [*args, str(tmp_path / "c.json")])
+    assert again.wait(timeout=300) == 0, again.communicate()[1]
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert {c["result"] for c in report["cells"]} == {"skipped"}
+    assert len(builds_by_pid(builds)) == len(CELLS)
+
+
+# --- the S3 lease's logic, on the local store's conditional writes --------------------------
+
+KEY = ".farm-run-lease.json"
+
+
+def _lease(store: DirectoryStore, holder: str, lost: list[str], seconds: float = 900) -> Lease:
+    return Lease(store, KEY, holder=holder, on_lost=lost.append, seconds=seconds)
+
+
+def test_a_held_lease_refuses_a_second_run_naming_the_holder(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    lost: list[str] = []
+    with hold_lease(store, KEY, holder="nightly pid 1 on a", on_lost=lost.append):
+        with pytest.raises(StoreBusy, match="nightly pid 1 on a holds the store") as raised:
+            _lease(store, "nightly pid 2 on b", lost).acquire()
+        assert "\n" not in str(raised.value)
+    assert store.head(KEY) is None  # released
+    _lease(store, "nightly pid 2 on b", lost).acquire()  # free again
+    assert lost == []
+
+
+def test_an_expired_lease_is_taken_over_once(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    now = time.time()
+    dead = Lease(store, KEY, holder="a dead run", on_lost=print, clock=lambda: now - 3600)
+    dead.acquire()  # expired half an hour ago, never released
+    takers = [_lease(store, f"run {i}", []) for i in range(4)]
+    results: list[str] = []
+
+    def take(lease: Lease) -> None:
+        try:
+            lease.acquire()
+            results.append("held")
+        except StoreBusy:
+            results.append("busy")
+
+    threads = [threading.Thread(target=take, args=(lease,)) for lease in takers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["busy", "busy", "busy", "held"]
+
+
+def test_a_lease_is_renewed_and_a_lost_one_is_reported(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    lost: list[str] = []
+    lease = _lease(store, "holder", lost, seconds=0.6)
+    lease.acquire()
+    lease.start_renewing()
+    try:
+        first = lease.etag
+        deadline = time.monotonic() + 10
+        while lease.etag == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lease.etag != first, "the lease was never renewed"
+        store_write(store, KEY, b'{"holder": "someone else"}')  # taken over behind our back
+        deadline = time.monotonic() + 10
+        while not lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lost and "took the lease over" in lost[0], lost
+    finally:
+        lease.release()
+    assert store.head(KEY) is not None  # not ours any more: not deleted
+
+
+def test_a_damaged_lease_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    store_write(store, KEY, b"not json")
+    with pytest.raises(StoreBusy, match="damaged") as raised:
+        _lease(store, "holder", []).acquire()
+    assert "delete" in str(raised.value) and isinstance(raised.value, PublishError)
