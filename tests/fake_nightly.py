@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,10 @@ from orchestrator.cli.main import main
 from orchestrator.matrix import Cell
 from orchestrator.progress import CellOutcome
 from tests.publish_support import make_artifact
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Three cells, two uv files, two arches: enough for a run to hold the store a while.
+CELLS = ["3.13.5-debian-12-amd64", "3.13.5-debian-12-arm64", "3.13.5t-debian-12-amd64"]
 
 
 def fingerprint(cell: Cell) -> str:
@@ -72,6 +77,59 @@ def run(builds_log: Path, release: Path, argv: list[str]) -> int:
     nightly.Nightly._ensure_images = lambda self, todo: {}  # type: ignore[method-assign]
     nightly.build_cell = build_cell  # type: ignore[assignment]
     return main(argv)
+
+
+# --- for tests: run two at once ----------------------------------------------------------
+
+
+def start_fake_nightly(
+    builds: Path, release: Path, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_nightly", str(builds), str(release), "--", *args],
+        cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def race(
+    builds: Path, release: Path, first: list[str], second: list[str], env: dict[str, str]
+) -> tuple[tuple[subprocess.Popen[str], str], tuple[subprocess.Popen[str], str]]:
+    """Start both at once; the one refused must exit while the other holds the store (its
+    builds wait for `release`). Returns ((winner, stderr), (loser, stderr))."""
+    runs = [start_fake_nightly(builds, release, args, env) for args in (first, second)]
+    deadline = time.monotonic() + 120
+    while all(run.poll() is None for run in runs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    finished = [run for run in runs if run.poll() is not None]
+    assert finished, "neither nightly finished while the other held the store"
+    loser = finished[0]
+    winner = runs[1 - runs.index(loser)]
+    loser_err = loser.communicate(timeout=30)[1]
+    release.touch()
+    winner_err = winner.communicate(timeout=300)[1]
+    return (winner, winner_err), (loser, loser_err)
+
+
+def builds_by_pid(builds: Path) -> list[tuple[str, int]]:
+    if not builds.exists():
+        return []
+    return [(c, int(p)) for c, p in (line.split() for line in builds.read_text().splitlines())]
+
+
+def assert_refused_and_built_once(
+    winner: tuple[subprocess.Popen[str], str], loser: tuple[subprocess.Popen[str], str],
+    builds: Path,
+) -> None:  # fmt: skip
+    (winner_run, winner_err), (loser_run, loser_err) = winner, loser
+    errors = [line for line in loser_err.splitlines() if line.startswith("error:")]
+    assert loser_run.returncode == 10, loser_err
+    assert len(errors) == 1 and "Traceback" not in loser_err, loser_err
+    assert f"nightly pid {winner_run.pid} " in errors[0], errors[0]
+    assert winner_run.returncode == 0, winner_err
+    built = builds_by_pid(builds)
+    assert sorted(cell for cell, _ in built) == sorted(CELLS)  # each once
+    assert {pid for _, pid in built} == {winner_run.pid}
 
 
 if __name__ == "__main__":

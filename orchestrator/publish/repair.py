@@ -97,17 +97,19 @@ def repair_records(
 
 def _judge(store: ObjectStore, key: str, claims: list[_Claim]) -> Callable[[int, str], str | None]:
     def judge(size: int, sha256: str) -> str | None:
-        for claim in claims:
-            if claim.sha256 != sha256 or (claim.size is not None and claim.size != size):
-                said = f"sha256 {claim.sha256}" + (
-                    f", {claim.size} bytes" if claim.size is not None else ""
-                )
-                return (
-                    f"{store.describe(key)}: its bytes (sha256 {sha256}, {size} bytes) are not "
-                    f"what {claim.by} says ({said}); left without a record, so publishing stops "
-                    "at it: remove it and publish the cell again (or restore the right bytes)"
-                )
-        return None
+        disagree = [
+            f"{claim.by} says sha256 {claim.sha256}"
+            + (f", {claim.size} bytes" if claim.size is not None else "")
+            for claim in claims
+            if claim.sha256 != sha256 or (claim.size is not None and claim.size != size)
+        ]
+        if not disagree:
+            return None
+        return (
+            f"{store.describe(key)}: its bytes (sha256 {sha256}, {size} bytes) are not what is "
+            f"published about it ({'; '.join(disagree)}); left without a record, so publishing "
+            "stops at it: remove it and publish the cell again (or restore the right bytes)"
+        )
 
     return judge
 

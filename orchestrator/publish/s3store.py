@@ -247,7 +247,11 @@ class S3Store:
             size=int(found["ContentLength"]),
             etag=found["ETag"],
             sha256=metadata.get("sha256"),
-            metadata={**metadata, "checksum-sha256": found.get("ChecksumSHA256", "")},
+            metadata={
+                **metadata,
+                "checksum-sha256": found.get("ChecksumSHA256", ""),
+                "checksum-type": found.get("ChecksumType", ""),
+            },
         )
 
     def _record_problem(self, found: StoredObject) -> str | None:
@@ -260,8 +264,15 @@ class S3Store:
         if not _SHA256.fullmatch(found.sha256):
             return f"has a damaged sha256 record {found.sha256[:70]!r}"
         checksum = found.metadata.get("checksum-sha256", "")
-        # A composite checksum (multipart, "...-N") is not the object's sha256; a full one is.
-        if checksum and "-" not in checksum:
+        # A multipart object's SHA-256 checksum is composite (of its parts' checksums), not
+        # the object's sha256; servers differ on marking it ("-N", ChecksumType), but its
+        # ETag always ends in -N. A single-part object's checksum is its sha256.
+        composite = (
+            "-" in found.etag.strip('"')
+            or "-" in checksum
+            or found.metadata.get("checksum-type") == "COMPOSITE"
+        )
+        if checksum and not composite:
             try:
                 actual = base64.b64decode(checksum, validate=True).hex()
             except ValueError:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from orchestrator.errors import PublishError
 from orchestrator.publish.manifests import manifest_key, uv_metadata_key
 from orchestrator.publish.publisher import Publisher, load_artifact
 from orchestrator.publish.store import MAX_DOCUMENT_BYTES, DirectoryStore
+from tests.measure import run_measured
 from tests.publish_support import make_artifact, store_write
 
 ARM = "3.13.5-debian-12-arm64"
@@ -172,24 +171,8 @@ def _huge(store: DirectoryStore, key: str, size: int) -> None:
 
 def _run_measured(args: list[str], *, module: str = "orchestrator") -> tuple[int, str, int]:
     """(exit code, stderr, peak RSS in KB) of the CLI in a child process."""
-    code = (
-        "import resource, runpy, sys\n"
-        f"sys.argv = [{module!r}, *sys.argv[1:]]\n"
-        "try:\n"
-        f"    runpy.run_module({module!r}, run_name='__main__')\n"
-        "except SystemExit as exc:\n"
-        "    status = exc.code\n"
-        "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-        "sys.exit(status)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    lines = result.stderr.splitlines()
-    rss = int(next(line.split()[1] for line in lines if line.startswith("MAXRSS")))
-    err = "\n".join(line for line in lines if not line.startswith("MAXRSS"))
-    return result.returncode, err, rss
+    measured = run_measured(args, module=module)
+    return measured.returncode, measured.stderr, measured.peak_rss_kb
 
 
 @pytest.mark.parametrize("key", ["manifest.json", "debian-12/amd64/download-metadata.json"])
