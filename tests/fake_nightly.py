@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -93,7 +94,13 @@ def start_fake_nightly(
 
 
 def race(
-    builds: Path, release: Path, first: list[str], second: list[str], env: dict[str, str]
+    builds: Path,
+    release: Path,
+    first: list[str],
+    second: list[str],
+    env: dict[str, str],
+    *,
+    while_held: Callable[[], None] | None = None,
 ) -> tuple[tuple[subprocess.Popen[str], str], tuple[subprocess.Popen[str], str]]:
     """Start both at once; the one refused must exit while the other holds the store (its
     builds wait for `release`). Returns ((winner, stderr), (loser, stderr))."""
@@ -106,6 +113,8 @@ def race(
     loser = finished[0]
     winner = runs[1 - runs.index(loser)]
     loser_err = loser.communicate(timeout=30)[1]
+    if while_held is not None:
+        while_held()
     release.touch()
     winner_err = winner.communicate(timeout=300)[1]
     return (winner, winner_err), (loser, loser_err)

@@ -235,3 +235,28 @@ def test_a_multipart_archive_synced_without_its_record_is_repaired(bucket: Bucke
     assert bucket.cli("publish", ARM)[0] == 0  # unchanged: the same bytes, recorded
     assert bucket.manifest_names() == [AMD_ARCHIVE, ARM_ARCHIVE]
     assert bucket.cli("check-manifest", ARM, AMD)[0] == 0
+
+
+def test_repair_never_overwrites_an_object_changed_while_it_was_hashed(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-upload carries If-Match on the ETag that was downloaded and hashed."""
+    from orchestrator.publish.s3store import S3Store
+
+    for key, value in bucket.server.env().items():
+        monkeypatch.setenv(key, value)
+    store = S3Store(bucket=bucket.name, endpoint_url=bucket.server.endpoint_url)
+    bucket.client.put_object(Bucket=bucket.name, Key="manifest.json", Body=b'{"a": 1}')
+
+    def judge(size: int, sha256: str) -> str | None:
+        # Another writer gets in between the download and the upload.
+        bucket.client.put_object(Bucket=bucket.name, Key="manifest.json", Body=b'{"b": 2}')
+        return None
+
+    refused = store.rebuild_record(
+        "manifest.json", content_type="application/json", cache_control=None, judge=judge
+    )
+    assert refused is not None and "changed while being repaired" in refused
+    assert bucket.body("manifest.json") == b'{"b": 2}'
+    head = bucket.client.head_object(Bucket=bucket.name, Key="manifest.json")
+    assert "sha256" not in head["Metadata"]

@@ -33,8 +33,22 @@ def test_two_nightlies_at_once_on_the_local_store(tmp_path: Path) -> None:
     out = tmp_path / "out"  # one machine, one OUT, its default store OUT/publish
     builds, release = tmp_path / "builds.log", tmp_path / "release"
     args = ["--out", str(out), "nightly", *CELLS, "--jobs", "1", "--report"]
+
+    def while_held() -> None:
+        # --dry-run takes no hold: it plans while the store is held.
+        plan = start_fake_nightly(builds, release, ["--out", str(out), "nightly", "--dry-run",
+                                                    *CELLS])  # fmt: skip
+        stdout, stderr = plan.communicate(timeout=120)
+        assert plan.returncode == 0, stderr
+        assert stdout.count("build ") == len(CELLS), stdout
+
     winner, loser = race(
-        builds, release, [*args, str(tmp_path / "a.json")], [*args, str(tmp_path / "b.json")], {}
+        builds,
+        release,
+        [*args, str(tmp_path / "a.json")],
+        [*args, str(tmp_path / "b.json")],
+        {},
+        while_held=while_held,
     )
     assert_refused_and_built_once(winner, loser, builds)
     manifest = json.loads((out / "publish" / "manifest.json").read_text())
@@ -120,3 +134,36 @@ def test_a_damaged_lease_is_refused_with_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(StoreBusy, match="damaged") as raised:
         _lease(store, "holder", []).acquire()
     assert "delete" in str(raised.value) and isinstance(raised.value, PublishError)
+
+
+def test_a_killed_nightly_leaves_the_local_store_free(tmp_path: Path) -> None:
+    """No clean-up runs after SIGKILL; the kernel drops the lock with the process."""
+    import signal
+
+    out = tmp_path / "out"
+    builds, release = tmp_path / "builds.log", tmp_path / "release"
+    args = ["--out", str(out), "nightly", CELLS[0]]
+    held = start_fake_nightly(builds, release, args)
+    deadline = time.monotonic() + 120
+    while not builds_by_pid(builds) and time.monotonic() < deadline:
+        time.sleep(0.1)  # it holds the store once its build has started
+    assert builds_by_pid(builds), held.communicate(timeout=30)[1]
+    held.send_signal(signal.SIGKILL)
+    held.wait(timeout=30)
+    release.touch()
+    after = start_fake_nightly(builds, release, args)
+    assert after.wait(timeout=300) == 0, after.communicate()[1]
+    assert [pid for _, pid in builds_by_pid(builds)] == [held.pid, after.pid]
+
+
+def test_a_lease_expires_fifteen_minutes_after_its_last_renewal(tmp_path: Path) -> None:
+    import datetime as dt
+
+    store = DirectoryStore(tmp_path / "store")
+    Lease(store, KEY, holder="holder", on_lost=print).acquire()  # the default lifetime
+    written = json.loads(store.get(KEY)[0])  # type: ignore[index]
+
+    def at(field: str) -> dt.datetime:
+        return dt.datetime.strptime(written[field], "%Y-%m-%dT%H:%M:%SZ")
+
+    assert at("expires_at") - at("renewed_at") == dt.timedelta(minutes=15)
