@@ -49,7 +49,12 @@ def named_runtimes(where: str, document: dict[str, Any]) -> list[dict[str, Any]]
 def runtime_entries(where: str, body: bytes) -> list[dict[str, Any]]:
     """manifest.json's runtimes, every one a valid entry, or a PublishError naming the first
     damaged one."""
-    runtimes = named_runtimes(where, parse_document(where, body))
+    return valid_runtimes(where, parse_document(where, body))
+
+
+def valid_runtimes(where: str, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """runtime_entries of a document already parsed."""
+    runtimes = named_runtimes(where, document)
     for index, runtime in enumerate(runtimes):
         if damage := manifest_entry_damage(runtime):
             raise PublishError(
@@ -62,7 +67,11 @@ def runtime_entries(where: str, body: bytes) -> list[dict[str, Any]]:
 def uv_entries(where: str, body: bytes) -> dict[str, Any]:
     """uv's download-metadata.json, every entry valid, or a PublishError naming the first
     damaged one."""
-    document = parse_document(where, body)
+    return valid_uv_entries(where, parse_document(where, body))
+
+
+def valid_uv_entries(where: str, document: dict[str, Any]) -> dict[str, Any]:
+    """uv_entries of a document already parsed."""
     for key, entry in document.items():
         if damage := uv_entry_damage(key, entry):
             raise PublishError(f"{where}: entry {key[:120]!r}: {damage}", hint=REPAIR_HINT)

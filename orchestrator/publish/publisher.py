@@ -32,8 +32,8 @@ from orchestrator.errors import PublishError
 from orchestrator.publish.documents import (
     named_runtimes,
     parse_document,
-    runtime_entries,
-    uv_entries,
+    valid_runtimes,
+    valid_uv_entries,
 )
 from orchestrator.publish.manifests import (
     REPAIR_HINT,
@@ -347,11 +347,12 @@ class Publisher:
         if found is None:
             return None, None
         where = self.store.describe(key)
+        document = parse_document(where, found[0])
         if key == manifest_key(self.prefix):
-            runtime_entries(where, found[0])
+            valid_runtimes(where, document)
         else:
-            uv_entries(where, found[0])
-        return found, parse_document(where, found[0])
+            valid_uv_entries(where, document)
+        return found, document
 
     def _put_sidecar(self, key: str, body: bytes, *, overwrite: bool) -> None:
         sha = sha256_hex(body)
