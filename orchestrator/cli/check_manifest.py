@@ -24,7 +24,8 @@ from orchestrator.cli.app import (
     is_flag=True,
     help="First rebuild the store's records (local .farm-meta/, S3 object metadata) from the "
     "published bytes, for every object under the prefix; an archive whose bytes disagree "
-    "with its .sha256 or manifest entry is named and left alone.",
+    "with its .sha256 or manifest entry is named and left alone. With --dry-run: list the "
+    "records it would rebuild, write nothing.",
 )
 @publish_options
 @pass_context
@@ -53,14 +54,17 @@ def check_manifest(
     if repair:
         from orchestrator.publish.repair import repair_records
 
-        report = repair_records(store, resolved.prefix, progress=say)
+        dry_run = bool(target["dry_run"])
+        report = repair_records(store, resolved.prefix, progress=say, dry_run=dry_run)
         for problem in report.problems:
             click.echo(problem, err=True)
         say(
             f"repair: {report.keys} object(s) under {resolved.describe()}: "
-            f"{len(report.rebuilt)} record(s) rebuilt, {len(report.dropped)} dropped "
-            f"(no object), {len(report.problems)} problem(s)"
+            f"{len(report.rebuilt)} record(s) {'to rebuild' if dry_run else 'rebuilt'}, "
+            f"{len(report.dropped)} dropped (no object), {len(report.problems)} problem(s)"
         )
+        if dry_run:
+            return  # nothing was written, so the check would report the same records
         if report.problems:
             raise PublishError(
                 f"repair: {len(report.problems)} problem(s) at {resolved.describe()}",

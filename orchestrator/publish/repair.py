@@ -61,8 +61,9 @@ def content_type_for(key: str) -> tuple[str, str | None]:
 
 
 def repair_records(
-    store: ObjectStore, prefix: str, *, progress: Callable[[str], None]
+    store: ObjectStore, prefix: str, *, progress: Callable[[str], None], dry_run: bool = False
 ) -> RepairReport:
+    """dry_run: say which records are wrong, write nothing (the bytes are not judged)."""
     prefix = normalize_prefix(prefix)
     report = RepairReport()
     with store.maintenance():
@@ -73,6 +74,10 @@ def repair_records(
             try:
                 wrong = store.record_problem(key)
                 if wrong is None:
+                    continue
+                if dry_run:
+                    report.rebuilt.append(key)
+                    progress(f"would rebuild the record of {store.describe(key)}, which {wrong}")
                     continue
                 content_type, cache_control = content_type_for(key)
                 refused = store.rebuild_record(
@@ -89,7 +94,7 @@ def repair_records(
             else:
                 report.rebuilt.append(key)
                 progress(f"rebuilt the record of {store.describe(key)}, which {wrong}")
-        report.dropped = store.drop_orphan_records(prefix)
+        report.dropped = [] if dry_run else store.drop_orphan_records(prefix)
         for key in report.dropped:
             progress(f"dropped the record of {store.describe(key)} (no such object)")
     return report

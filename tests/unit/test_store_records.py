@@ -53,6 +53,16 @@ def _published(store: Path) -> dict[str, bytes]:
     }  # fmt: skip
 
 
+def _tree(store: Path) -> dict[str, bytes | str]:
+    """Every file, record and link under the store (links not followed)."""
+    return {
+        str(p.relative_to(store)): (
+            f"-> {os.readlink(p)}" if p.is_symlink() else p.read_bytes() if p.is_file() else "dir"
+        )
+        for p in sorted(store.rglob("*"))
+    }
+
+
 def _manifest_names(store: Path) -> list[str]:
     runtimes = json.loads((store / "manifest.json").read_text())["runtimes"]
     return sorted(r["name"] for r in runtimes)
@@ -116,6 +126,10 @@ def test_entry_and_archive_survive_a_damaged_record_area(
         code, err = _cli(capsys, "--out", str(out), "check-manifest", "--repair", ARM)
         assert code == 10 and "symlink" in _error_line(err), err
         (store / ".farm-meta").unlink()
+    everything = _tree(store)
+    code, err = _cli(capsys, "--out", str(out), "check-manifest", "--repair", "--dry-run", ARM)
+    assert code == 0 and "would rebuild the record of" in err, err
+    assert _tree(store) == everything  # records included: a dry run writes nothing
     code, err = _cli(capsys, "--out", str(out), "check-manifest", "--repair", ARM)
     assert code == 0, err
     assert "record(s) rebuilt" in err
