@@ -42,6 +42,7 @@ def _iso(moment: float) -> str:
 @dataclass(frozen=True, kw_only=True)
 class _Held:
     holder: str
+    token: str
     renewed_at: str
     expires: float
 
@@ -52,6 +53,7 @@ def _parse(body: bytes) -> _Held | None:
         expires = dt.datetime.strptime(raw["expires_at"], "%Y-%m-%dT%H:%M:%SZ")
         return _Held(
             holder=" ".join(str(raw["holder"]).split())[:200],
+            token=str(raw.get("token", "")),
             renewed_at=str(raw.get("renewed_at", "?"))[:40],
             expires=expires.replace(tzinfo=dt.UTC).timestamp(),
         )
@@ -113,6 +115,9 @@ class Lease:
             if found is None:
                 continue  # released meanwhile
             held = _parse(found[0])
+            if held is not None and held.token == self.token:
+                self.etag = found[1]  # our own write landed; its answer was lost
+                return
             if held is None:
                 raise StoreBusy(
                     f"{where}: the run lease is damaged, so whether a run holds the store "
@@ -148,12 +153,25 @@ class Lease:
                 self.etag = self._put(if_match=self.etag)
                 renewed = self.clock()
             except PreconditionFailed:
+                if self._still_ours():
+                    continue  # an earlier renewal landed though its answer was lost
                 self._lose("another run took the lease over (this run was not renewing it)")
                 return
             except PublishError as exc:
                 if self.clock() - renewed >= self.seconds:
                     self._lose(f"it could not be renewed for {self.seconds:g} s ({exc})")
                     return
+
+    def _still_ours(self) -> bool:
+        try:
+            found = self.store.get(self.key, max_bytes=_MAX_LEASE_BYTES)
+        except PublishError:
+            return False
+        held = _parse(found[0]) if found else None
+        if found is None or held is None or held.token != self.token:
+            return False
+        self.etag = found[1]
+        return True
 
     def _lose(self, why: str) -> None:
         self.lost = True

@@ -167,3 +167,24 @@ def test_a_lease_expires_fifteen_minutes_after_its_last_renewal(tmp_path: Path) 
         return dt.datetime.strptime(written[field], "%Y-%m-%dT%H:%M:%SZ")
 
     assert at("expires_at") - at("renewed_at") == dt.timedelta(minutes=15)
+
+
+def test_a_lease_whose_own_write_landed_unanswered_is_still_held(tmp_path: Path) -> None:
+    """A create or renewal that reached the store but whose answer was lost (a reset after
+    the write) is recognised by the lease's token, not taken for another holder."""
+    store = DirectoryStore(tmp_path / "store")
+    lost: list[str] = []
+    lease = _lease(store, "holder", lost, seconds=0.6)
+    lease.etag = None
+    lease._put()  # what the lost first attempt wrote
+    lease.acquire()  # the retry: ObjectExists, then the token says it is ours
+    assert lease.etag == store.head(KEY).etag  # type: ignore[union-attr]
+    lease._put(if_match=lease.etag)  # a renewal that landed; its new ETag never reached us
+    lease.start_renewing()
+    try:
+        time.sleep(1.0)  # a few renewals: the first meets the lost one's ETag
+        assert lost == []
+        assert lease.etag == store.head(KEY).etag  # type: ignore[union-attr]
+    finally:
+        lease.release()
+    assert store.head(KEY) is None
