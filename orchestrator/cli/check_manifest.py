@@ -40,9 +40,10 @@ def check_manifest(
     the same sha256. Exits 10 naming every problem.
 
     \b
-    --repair: a store copied without its records (`rsync dir/*` skips .farm-meta/;
-    `aws s3 sync` drops the sha256 metadata), or with one object restored alone, is refused
-    by publish, nightly and this check until its records are rebuilt from the bytes.
+    --repair: a store copied without its records (`rsync dir/*` skips .farm-meta/; objects
+    uploaded from a local copy by `aws s3 sync`/`cp` carry no sha256 metadata), or with one
+    object restored alone, is refused by publish, nightly and this check until its records
+    are rebuilt from the bytes.
     """
     from orchestrator.errors import PublishError
     from orchestrator.publish.publisher import check_published
