@@ -27,7 +27,8 @@ from orchestrator.images import ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Arch, Cell, Matrix
 from orchestrator.progress import CellOutcome, Reporter, Result
-from orchestrator.publish.manifests import manifest_key, runtime_entries
+from orchestrator.publish.documents import runtime_entries
+from orchestrator.publish.manifests import manifest_key
 from orchestrator.publish.publisher import LocalArtifact, Publisher, load_artifact
 from orchestrator.publish.record import cell_identity
 from orchestrator.publish.store import ObjectStore

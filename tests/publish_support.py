@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.publish.sbom import build_sbom, sbom_name
+from orchestrator.publish.store import ObjectStore
 
 
 def make_artifact(
@@ -20,6 +21,7 @@ def make_artifact(
     size_bytes: int | None = None,
     built_at: str = "2026-11-24T10:00:00Z",
     variant: str = "default",
+    fingerprint: str | None = None,
 ) -> str:
     """Write archive + .sha256 + SBOM + .json for one cell into `directory`; return the name."""
     distro, distro_version = stack.split("-", 1)
@@ -48,7 +50,7 @@ def make_artifact(
         "profile": "fast",
         "sha256": digest,
         "size": len(body),
-        "fingerprint": hashlib.sha256(name.encode() + body).hexdigest(),
+        "fingerprint": fingerprint or hashlib.sha256(name.encode() + body).hexdigest(),
         "built_at": built_at,
         "source": {
             "filename": f"Python-{version}.tar.xz",
@@ -65,3 +67,13 @@ def make_artifact(
     record["sbom"] = {"file": sbom_name(name), "sha256": hashlib.sha256(sbom).hexdigest()}
     (directory / name.replace(".tar.zst", ".json")).write_text(json.dumps(record))
     return name
+
+
+def store_write(store: ObjectStore, key: str, body: bytes) -> None:
+    """Replace (or create) `key` through the store's own API, so its record describes the new
+    bytes: a document damaged by whatever wrote it, not a record out of date."""
+    current = store.head(key)
+    store.put(
+        key, body, sha256=hashlib.sha256(body).hexdigest(), content_type="application/json",
+        if_match=current.etag if current else None, create_only=current is None,
+    )  # fmt: skip

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +103,10 @@ def nightly(
     others; the exit status is 11 when any cell failed. Ctrl-C / SIGTERM removes running
     containers and publishes nothing partial; the next run skips what was finished.
 
+    One nightly at a time runs against a store: a second one started while the first
+    holds it exits 10 at once, building nothing (local store: a lock the kernel releases
+    when the holder exits; S3: a lease object the holder renews, taken over once expired).
+
     On a terminal: a live table; elsewhere timestamped lines; in GitHub Actions, folded
     groups, ::error annotations and a step summary. Logs: OUT/logs/<cell>.log.
     """
@@ -134,12 +141,11 @@ def nightly(
     pool = EnginePool({**matrix.model.engines, **parse_engine_options(engines)})
     reporter = make_reporter([c.id for c in cells])
     publisher = None
+    store = None
     if not no_publish:
         resolved = resolve_publish_target(context, target)
         reporter.message(f"publishing to {resolved.describe()}")
         store = open_store(resolved, on_retry=lambda line: reporter.message(f"retry: {line}"))
-        if not dry_run:
-            sweep_orphans(store, resolved.prefix, hours=target["sweep_after"], say=reporter.message)
         publisher = Publisher(store, prefix=resolved.prefix, progress=reporter.message)
     runner = Nightly(
         matrix,
@@ -150,6 +156,20 @@ def nightly(
         publisher=publisher,
     )
     started = time.monotonic()
+    if dry_run or store is None:
+        hold: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    else:
+        # Before anything is planned: the manifest a second run would read is not final
+        # until the first has published, so it would build the same cells again.
+        def lost(message: str) -> None:
+            reporter.message(f"{message}; no further cell starts or is published")
+            runner.cancel.set()
+
+        holder = (
+            f"nightly pid {os.getpid()} on {socket.gethostname()[:64]} since "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        )
+        hold = store.run_lock(holder, prefix=resolved.prefix, on_lost=lost)
     try:
         if dry_run:
             todo, outcomes = runner.plan(cells)
@@ -161,7 +181,12 @@ def nightly(
             for outcome in outcomes:
                 click.echo(f"{outcome.result:<7} {outcome.cell}  {outcome.reason}")
             return
-        outcomes = runner.run(cells)
+        with hold:
+            if store is not None:
+                sweep_orphans(
+                    store, resolved.prefix, hours=target["sweep_after"], say=reporter.message
+                )
+            outcomes = runner.run(cells)
     finally:
         reporter.close()
     order = {c.id: i for i, c in enumerate(cells)}

@@ -151,27 +151,3 @@ REPAIR_HINT = (
     "nothing was changed; restore it from the bucket's versioning, or delete it and publish "
     "every cell again (docs/RELIABILITY.md, repairing a store)"
 )
-
-
-def parse_document(where: str, body: bytes) -> dict[str, Any]:
-    """A JSON document read back from the store; a damaged one is a PublishError naming it,
-    so one bad object stops with a line that says what to repair, not a traceback."""
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PublishError(f"{where} is not valid UTF-8 JSON ({exc})", hint=REPAIR_HINT) from None
-    if not isinstance(document, dict):
-        raise PublishError(f"{where} is not a JSON object", hint=REPAIR_HINT)
-    return document
-
-
-def runtime_entries(where: str, body: bytes) -> list[dict[str, Any]]:
-    """manifest.json's runtimes, each an object with a string name, or a PublishError."""
-    runtimes = parse_document(where, body).get("runtimes", [])
-    if not isinstance(runtimes, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) for r in runtimes
-    ):
-        raise PublishError(
-            f"{where}: 'runtimes' is not a list of entries with a name", hint=REPAIR_HINT
-        )
-    return runtimes

@@ -10,13 +10,16 @@ Per cell:
 5. merge the entry into manifest.json, then into the stack/arch's uv download-metadata.json,
    each with If-Match on the ETag read (create-only when absent), re-reading on conflict.
 A failure at any step raises PublishError before the manifests are touched, so a manifest
-never references a missing or partial object.
+never references a missing or partial object. Before the first write, every object the cell
+touches must have a record that describes it, and both manifests must read back whole with
+every entry valid: otherwise one line says what is wrong and nothing is written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +29,12 @@ from typing import Any, Literal
 
 from orchestrator.archive import sha256_of
 from orchestrator.errors import PublishError
+from orchestrator.publish.documents import (
+    named_runtimes,
+    parse_document,
+    valid_runtimes,
+    valid_uv_entries,
+)
 from orchestrator.publish.manifests import (
     REPAIR_HINT,
     dumps,
@@ -34,19 +43,21 @@ from orchestrator.publish.manifests import (
     merge_manifest,
     merge_uv_metadata,
     normalize_prefix,
-    parse_document,
-    runtime_entries,
     uv_entry,
     uv_key,
     uv_metadata_key,
 )
-from orchestrator.publish.record import validate_record
+from orchestrator.publish.record import manifest_entry_damage, uv_entry_damage, validate_record
 from orchestrator.publish.sbom import SBOM_SUFFIX, sbom_name
 from orchestrator.publish.store import (
+    MAX_DOCUMENT_BYTES,
     ObjectExists,
     ObjectStore,
     PreconditionFailed,
     StoredObject,
+    StoreRecordsError,
+    open_regular,
+    read_bounded,
     sha256_hex,
 )
 
@@ -123,8 +134,8 @@ def load_artifact(
         )
     actual = sha256_of(archive)
     try:
-        sums = sha256_file.read_text(encoding="utf-8").split()
-    except (UnicodeDecodeError, OSError) as exc:
+        sums = _read_local(sha256_file, max_bytes=_MAX_SHA256_FILE).decode("utf-8").split()
+    except UnicodeDecodeError as exc:
         raise PublishError(f"{sha256_file}: unreadable ({exc})", hint=_REBUILD) from None
     recorded = sums[0] if sums else ""
     if not (actual == recorded == record.get("sha256")) or archive.stat().st_size != record.get(
@@ -154,15 +165,27 @@ def load_artifact(
 
 
 _REBUILD = "rebuild the cell; nothing was published"
+_MAX_SHA256_FILE = 64 * 1024  # "<64 hex>  <name>\n"
+
+
+def _read_local(path: Path, *, max_bytes: int) -> bytes:
+    """A local artifact file: regular (no fifo or device put in its place), bounded."""
+    try:
+        fd = open_regular(path, os.O_RDONLY, hint=_REBUILD)
+        try:
+            return read_bounded(fd, max_bytes=max_bytes, where=str(path))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise PublishError(f"{path}: unreadable ({exc.strerror or exc})", hint=_REBUILD) from None
 
 
 def _read_json(path: Path) -> Any:
+    body = _read_local(path, max_bytes=MAX_DOCUMENT_BYTES)
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PublishError(f"{path}: not valid UTF-8 JSON ({exc})", hint=_REBUILD) from None
-    except OSError as exc:
-        raise PublishError(f"{path}: unreadable ({exc.strerror or exc})", hint=_REBUILD) from None
 
 
 class Publisher:
@@ -187,10 +210,6 @@ class Publisher:
     ) -> PublishOutcome:
         archive_key, sha_key, sbom_key, json_key, *_ = keys = self.keys_for(artifact)
         url = self.store.public_url(archive_key)
-        if dry_run:
-            for key in keys:
-                self.progress(f"would write {self.store.describe(key)}")
-            return PublishOutcome(name=artifact.archive.name, action="dry-run", url=url, keys=keys)
 
         # Everything the manifests will say is computed (so checked) before the first write:
         # a record they cannot take stops here, with nothing uploaded.
@@ -208,6 +227,17 @@ class Publisher:
             uv_key(artifact.record),
             uv_entry(artifact.record, url=url, sbom_url=sbom_url),
         )
+        # And what is published already must be readable as it is: the cell's objects with
+        # records that describe them, both documents whole and valid. Else one line, and
+        # nothing written (a publish must not add an archive it cannot list).
+        for key in (archive_key, sha_key, sbom_key, json_key):
+            self.store.head(key)
+        for key in (uv_doc_key, manifest_key(self.prefix)):
+            self._read_document(key)
+        if dry_run:
+            for key in keys:
+                self.progress(f"would write {self.store.describe(key)}")
+            return PublishOutcome(name=artifact.archive.name, action="dry-run", url=url, keys=keys)
 
         action, replaced = self._put_archive(archive_key, artifact, force=force)
         sha_body = artifact.sha256_file.read_bytes()
@@ -311,6 +341,19 @@ class Publisher:
             raise PublishError(f"{self.store.describe(key)} vanished during publish; run again")
         return existing
 
+    def _read_document(self, key: str) -> tuple[tuple[bytes, str] | None, dict[str, Any] | None]:
+        """(what the store holds, the document with every entry validated)."""
+        found = self.store.get(key)
+        if found is None:
+            return None, None
+        where = self.store.describe(key)
+        document = parse_document(where, found[0])
+        if key == manifest_key(self.prefix):
+            valid_runtimes(where, document)
+        else:
+            valid_uv_entries(where, document)
+        return found, document
+
     def _put_sidecar(self, key: str, body: bytes, *, overwrite: bool) -> None:
         sha = sha256_hex(body)
         suffix = next(s for s in (SBOM_SUFFIX, ".json", ".sha256") if key.endswith(s))
@@ -335,14 +378,18 @@ class Publisher:
         re-read and merge again, so concurrent publishers never drop each other's entries.
         Returns how to put the document back (None when nothing changed)."""
         for attempt in range(1, MAX_MANIFEST_ATTEMPTS + 1):
-            found = self.store.get(key)
-            current = parse_document(self.store.describe(key), found[0]) if found else None
-            if found and key == manifest_key(self.prefix):
-                runtime_entries(self.store.describe(key), found[0])  # entries it will merge
+            found, current = self._read_document(key)
             updated = merge(current)
             if updated == current:
                 return None
             body = dumps(updated)
+            if len(body) > MAX_DOCUMENT_BYTES:
+                # Written, it could never be read back (stores hand out at most this much).
+                raise PublishError(
+                    f"{self.store.describe(key)} would grow to {len(body)} bytes, over the "
+                    f"{MAX_DOCUMENT_BYTES} byte limit for a farm document; nothing was changed",
+                    hint="publish to a new --prefix, or remove runtimes no longer served",
+                )
             try:
                 written = self.store.put(
                     key, body, sha256=sha256_hex(body), content_type=CONTENT_TYPES[".json"],
@@ -397,70 +444,63 @@ def _keep_uv_build(
 def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -> list[str]:
     """Problems with what is published for `archive_names` (empty list: all good).
 
-    Every name must be in manifest.json; its archive must exist with the size and sha256
-    the manifest states; its .sha256 and .json must exist; and the stack/arch uv metadata
-    must point at the same sha256.
+    Every name must be in manifest.json with a valid entry; its archive must exist with the
+    size and sha256 the manifest states; its .sha256, .json and SBOM must exist; every one of
+    them must have a record that describes it; and the stack/arch uv metadata must list it, with
+    a valid entry, at the same sha256.
     """
     prefix = normalize_prefix(prefix)
     found = store.get(manifest_key(prefix))
     if found is None:
         return [f"{store.describe(manifest_key(prefix))} does not exist"]
     where = store.describe(manifest_key(prefix))
-    entries = {r["name"]: r for r in runtime_entries(where, found[0])}
+    entries = {r["name"]: r for r in named_runtimes(where, parse_document(where, found[0]))}
     uv_docs: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
+
+    def head(key: str) -> StoredObject | str | None:
+        try:
+            return store.head(key)
+        except StoreRecordsError as exc:
+            return str(exc)
+
     for name in archive_names:
         entry = entries.get(name)
         if entry is None:
             problems.append(f"{name}: not in the manifest")
             continue
-        if damage := _entry_damage(entry):
-            problems.append(f"{name}: its entry in {where} {damage}; {REPAIR_HINT}")
+        if damage := manifest_entry_damage(entry):
+            problems.append(f"{name}: its entry in {where}: {damage}; {REPAIR_HINT}")
             continue
         key = prefix + name
-        head = store.head(key)
-        if head is None:
+        archive = head(key)
+        if isinstance(archive, str):
+            problems.append(f"{name}: {archive}")
+            continue
+        if archive is None:
             problems.append(f"{name}: manifest entry but no object at {store.describe(key)}")
             continue
-        if head.size != entry["size"] or (head.sha256 and head.sha256 != entry["sha256"]):
+        if archive.size != entry["size"] or archive.sha256 != entry["sha256"]:
             problems.append(f"{name}: object differs from the manifest (size/sha256)")
         stem = name.removesuffix(".tar.zst")
         for sidecar in (f"{name}.sha256", f"{stem}.json", sbom_name(name)):
-            if store.head(prefix + sidecar) is None:
+            found_sidecar = head(prefix + sidecar)
+            if found_sidecar is None:
                 problems.append(f"{name}: missing {sidecar}")
+            elif isinstance(found_sidecar, str):
+                problems.append(f"{name}: {found_sidecar}")
         uv_key_name = uv_metadata_key(prefix, entry["stack"], entry["arch"])
+        uv_where = store.describe(uv_key_name)
         if uv_key_name not in uv_docs:
             uv_found = store.get(uv_key_name)
-            uv_docs[uv_key_name] = (
-                parse_document(store.describe(uv_key_name), uv_found[0]) if uv_found else {}
-            )
+            uv_docs[uv_key_name] = parse_document(uv_where, uv_found[0]) if uv_found else {}
         uv_name = uv_key(entry)  # the variant's key: cpython-3.13.5+freethreaded-...
-        uv_entry = uv_docs[uv_key_name].get(uv_name)
-        uv_where = store.describe(uv_key_name)
-        if uv_entry is None:
+        uv_doc_entry = uv_docs[uv_key_name].get(uv_name)
+        if uv_doc_entry is None:
             problems.append(f"{name}: {uv_where} does not list {uv_name}")
-        elif not isinstance(uv_entry, dict) or not isinstance(uv_entry.get("sha256"), str):
+        elif damage := uv_entry_damage(uv_name, uv_doc_entry):
             # One damaged entry is a line naming it, not an AttributeError for every cell.
-            problems.append(
-                f"{name}: {uv_where} entry {uv_name} is not an object with a sha256; {REPAIR_HINT}"
-            )
-        elif uv_entry["sha256"] != entry["sha256"]:
+            problems.append(f"{name}: {uv_where} entry {uv_name}: {damage}; {REPAIR_HINT}")
+        elif uv_doc_entry["sha256"] != entry["sha256"]:
             problems.append(f"{name}: {uv_where} lists {uv_name} with another sha256")
     return problems
-
-
-def _entry_damage(entry: dict[str, Any]) -> str | None:
-    """What is wrong with a manifest entry check_published relies on, or None."""
-    from orchestrator.publish.manifests import UV_ARCH, UV_VARIANT
-
-    for name in ("version", "stack", "sha256"):
-        if not isinstance(entry.get(name), str):
-            return f"has no string {name!r}"
-    size = entry.get("size")
-    if not isinstance(size, int) or isinstance(size, bool):
-        return "has no integer 'size'"
-    if entry.get("arch") not in UV_ARCH:
-        return f"has an unknown 'arch' {str(entry.get('arch'))[:20]!r}"
-    if entry.get("variant", "default") not in UV_VARIANT:
-        return f"has an unknown 'variant' {str(entry.get('variant'))[:20]!r}"
-    return None

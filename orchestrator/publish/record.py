@@ -9,6 +9,7 @@ file name the cell gives, and with each other).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -106,3 +107,103 @@ def validate_record(raw: Any, *, archive_name: str, where: str) -> dict[str, Any
 
 
 _REBUILD = "the cell's .json is damaged or edited; rebuild the cell, nothing was published"
+
+
+# --- what the store's documents hold, as read back ------------------------------------------
+# manifest.json and download-metadata.json are read from the store before every update; each
+# entry is validated here (docs/MANIFESTS.md has the formats), so a damaged one is named and
+# nothing is written, instead of a KeyError deep inside a merge.
+
+Url = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9+.-]{0,15}://[^\s]{1,2000}$")]
+Timestamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")]
+Build = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{1,64}$")]
+
+
+class SourceSummary(_Open):
+    filename: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")]
+    sha256: Sha256
+
+
+class ManifestEntry(_Open):
+    """One runtime in manifest.json. Fields later versions added are optional (entries written
+    before variants, SBOMs and build numbers stay valid)."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^python-[a-z0-9.-]{1,120}\.tar\.zst$")]
+    version: Version
+    variant: Literal[tuple(v.value for v in VariantName)] = "default"  # type: ignore[valid-type]
+    stack: Name
+    distro: Name
+    distro_version: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9.]{0,15}$")]
+    arch: Literal[tuple(UV_ARCH)]  # type: ignore[valid-type]
+    profile: Name
+    url: Url
+    metadata_url: Url
+    sbom_url: Url | None = None
+    sha256: Sha256
+    size: Annotated[int, Field(gt=0)]
+    build: Build | None = None
+    source: SourceSummary | None = None
+    fingerprint: Sha256 | None = None
+    published_at: Timestamp
+    jit: bool | None = None
+
+
+class UvArch(_Open):
+    family: Literal[tuple(UV_ARCH.values())]  # type: ignore[valid-type]
+    variant: str | None = None
+
+
+class UvEntry(_Open):
+    """One entry of uv's download-metadata.json as the farm writes it."""
+
+    name: Literal["cpython"]
+    arch: UvArch
+    os: Literal["linux"]
+    libc: Literal["gnu"]
+    major: Literal[3]
+    minor: Annotated[int, Field(ge=0, le=999)]
+    patch: Annotated[int, Field(ge=0, le=999)]
+    prerelease: Annotated[str, StringConstraints(pattern=r"^((a|b|rc)[0-9]{1,3})?$")] = ""
+    url: Url
+    sha256: Sha256
+    variant: Literal["freethreaded"] | None = None
+    build: Build | None = None
+
+
+UV_KEY = re.compile(
+    r"cpython-3\.[0-9]{1,3}\.[0-9]{1,3}((a|b|rc)[0-9]{1,3})?(\+[a-z]{1,20})?-linux-[a-z0-9_]{1,20}-gnu"
+)
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "entry"
+    return f"{field}: {first['msg']}"
+
+
+def manifest_entry_damage(raw: Any) -> str | None:
+    """What is wrong with one manifest.json entry, or None."""
+    if not isinstance(raw, dict):
+        return "is not an object"
+    try:
+        entry = ManifestEntry.model_validate(raw)
+    except ValidationError as exc:
+        return _first_error(exc)
+    label = f"{entry.version}{VariantName(entry.variant).abi_suffix}"
+    expected = f"python-{label}-{entry.distro}-{entry.distro_version}-{entry.arch}.tar.zst"
+    if entry.name != expected:
+        return f"name {entry.name} is not what its version/variant/distro/arch say ({expected})"
+    return None
+
+
+def uv_entry_damage(key: Any, raw: Any) -> str | None:
+    """What is wrong with one download-metadata.json entry, or None."""
+    if not isinstance(key, str) or not UV_KEY.fullmatch(key):
+        return "is not a key the farm writes (cpython-X.Y.Z[+variant]-linux-ARCH-gnu)"
+    if not isinstance(raw, dict):
+        return "is not an object"
+    try:
+        UvEntry.model_validate(raw)
+    except ValidationError as exc:
+        return _first_error(exc)
+    return None

@@ -10,6 +10,10 @@
 - Retries with tenacity (exponential backoff with jitter) on throttling, 5xx, timeouts and
   connection resets; botocore's own retries are off so that this is the one policy. Other
   4xx (AccessDenied, NoSuchBucket...) fail at once with one line naming bucket and key.
+- The records: every object carries its sha256 as metadata. An object without it (synced or
+  restored into the bucket by other tools), or whose metadata names other bytes than S3's own
+  SHA-256 checksum of it, is refused (StoreRecordsError) until `check-manifest --repair`
+  rebuilds the record from the object's bytes, by re-uploading them with If-Match.
 - A deadline per operation (publish.deadline_seconds): no retry starts, and no backoff sleeps,
   past it, and the connect/read timeouts of one attempt are at most the deadline; so an
   endpoint that accepts connections and never answers fails in one line instead of retrying
@@ -23,8 +27,11 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import re
+import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -44,9 +51,24 @@ from tenacity import (
 
 from orchestrator.errors import PublishError
 from orchestrator.matrix.schema import DEFAULT_S3_DEADLINE_SECONDS
-from orchestrator.publish.store import ObjectExists, PreconditionFailed, StoredObject, sha256_hex
+from orchestrator.publish.store import (
+    MAX_DOCUMENT_BYTES,
+    RECORDS_HINT,
+    Judge,
+    ObjectExists,
+    PreconditionFailed,
+    StoredObject,
+    StoreRecordsError,
+    sha256_hex,
+    too_large,
+)
 
 T = TypeVar("T")
+
+LEASE_NAME = ".farm-run-lease.json"
+# What repair downloads to re-record one object (a runtime archive is tens of MB).
+MAX_REPAIR_BYTES = 5 * 1024**3
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # botocore's per-attempt timeouts; never longer than the operation's deadline.
 CONNECT_TIMEOUT = 10.0
@@ -202,7 +224,9 @@ class S3Store:
 
     # --- ObjectStore -----------------------------------------------------------------------
 
-    def head(self, key: str) -> StoredObject | None:
+    def _head_raw(self, key: str) -> StoredObject | None:
+        """HEAD as S3 answers it, records unchecked (metadata carries S3's checksum too)."""
+
         def call() -> dict[str, Any] | None:
             try:
                 result: dict[str, Any] = self.client.head_object(
@@ -223,20 +247,89 @@ class S3Store:
             size=int(found["ContentLength"]),
             etag=found["ETag"],
             sha256=metadata.get("sha256"),
-            metadata={**metadata, "checksum-sha256": found.get("ChecksumSHA256", "")},
+            metadata={
+                **metadata,
+                "checksum-sha256": found.get("ChecksumSHA256", ""),
+                "checksum-type": found.get("ChecksumType", ""),
+            },
         )
 
-    def get(self, key: str) -> tuple[bytes, str] | None:
-        def call() -> tuple[bytes, str] | None:
+    def _record_problem(self, found: StoredObject) -> str | None:
+        """Why `found`'s record (its sha256 metadata) does not describe it, or None."""
+        if not found.sha256:
+            return (
+                "has no sha256 record (object metadata 'sha256'): it was written or copied "
+                "into the bucket by something other than the farm"
+            )
+        if not _SHA256.fullmatch(found.sha256):
+            return f"has a damaged sha256 record {found.sha256[:70]!r}"
+        checksum = found.metadata.get("checksum-sha256", "")
+        # A multipart object's SHA-256 checksum is composite (of its parts' checksums), not
+        # the object's sha256; servers differ on marking it ("-N", ChecksumType), but its
+        # ETag always ends in -N. A single-part object's checksum is its sha256.
+        composite = (
+            "-" in found.etag.strip('"')
+            or "-" in checksum
+            or found.metadata.get("checksum-type") == "COMPOSITE"
+        )
+        if checksum and not composite:
+            try:
+                actual = base64.b64decode(checksum, validate=True).hex()
+            except ValueError:
+                actual = ""
+            if actual and actual != found.sha256:
+                return (
+                    f"has a sha256 record ({found.sha256}) that describes other bytes: S3's own "
+                    f"SHA-256 of the object is {actual}"
+                )
+        return None
+
+    def head(self, key: str) -> StoredObject | None:
+        found = self._head_raw(key)
+        if found is not None and (problem := self._record_problem(found)):
+            raise StoreRecordsError(f"{self.describe(key)} {problem}", hint=RECORDS_HINT)
+        return found
+
+    def _get_raw(self, key: str, *, max_bytes: int) -> tuple[bytes, str, dict[str, str]] | None:
+        """(body, etag, metadata), reading at most `max_bytes` (DocumentTooLarge past it)."""
+
+        def call() -> tuple[bytes, str, dict[str, str]] | None:
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=key)
             except botocore.exceptions.ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                     return None
                 raise
-            return response["Body"].read(), response["ETag"]
+            stream = response["Body"]
+            try:
+                length = int(response.get("ContentLength") or 0)
+                if length > max_bytes:
+                    raise too_large(self.describe(key), length, max_bytes)
+                body: bytes = stream.read(max_bytes + 1)
+                if len(body) > max_bytes:
+                    raise too_large(self.describe(key), len(body), max_bytes)
+            finally:
+                stream.close()
+            return body, str(response["ETag"]), dict(response.get("Metadata") or {})
 
         return self._call("GetObject", key, call)
+
+    def get(self, key: str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> tuple[bytes, str] | None:
+        found = self._get_raw(key, max_bytes=max_bytes)
+        if found is None:
+            return None
+        body, etag, metadata = found
+        recorded = metadata.get("sha256")
+        seen = StoredObject(key=key, size=len(body), etag=etag, sha256=recorded)
+        problem = self._record_problem(seen)
+        if problem is None and recorded != sha256_hex(body):
+            problem = (
+                f"has a sha256 record ({recorded}) that describes other bytes: its body's is "
+                f"{sha256_hex(body)}"
+            )
+        if problem:
+            raise StoreRecordsError(f"{self.describe(key)} {problem}", hint=RECORDS_HINT)
+        return body, etag
 
     def put(
         self,
@@ -441,6 +534,98 @@ class S3Store:
             )
             self._call("AbortMultipartUpload", key, abort)
         return [key for key, _ in stale]
+
+    # --- a whole run's hold on the store (nightly) -------------------------------------
+
+    def run_lock(
+        self, holder: str, *, prefix: str, on_lost: Callable[[str], None]
+    ) -> AbstractContextManager[None]:
+        from orchestrator.publish.lease import hold_lease
+
+        return hold_lease(self, f"{prefix}{LEASE_NAME}", holder=holder, on_lost=on_lost)
+
+    # --- repair --------------------------------------------------------------------------
+
+    def maintenance(self) -> AbstractContextManager[None]:
+        # No lock to take: every record rebuilt is written with If-Match on what was read.
+        return contextlib.nullcontext()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        pages = self._call(
+            "ListObjectsV2",
+            prefix,
+            lambda: list(
+                self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix
+                )
+            ),
+        )
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def record_problem(self, key: str) -> str | None:
+        found = self._head_raw(key)
+        return None if found is None else self._record_problem(found)
+
+    def read_unrecorded(self, key: str, *, max_bytes: int) -> bytes | None:
+        found = self._get_raw(key, max_bytes=max_bytes)
+        return None if found is None else found[0]
+
+    def rebuild_record(
+        self, key: str, *, content_type: str, cache_control: str | None, judge: Judge
+    ) -> str | None:
+        """Download the object (to a temp file, hashing), and if `judge` accepts its bytes,
+        upload them again with their record, If-Match on the ETag read: an object changed
+        meanwhile is left alone. S3 checks the upload's SHA-256 on receipt."""
+        with tempfile.TemporaryDirectory(prefix="farm-repair-") as scratch:
+            path = Path(scratch) / "object"
+            fetched = self._download(key, path)
+            if fetched is None:
+                return f"{key} vanished while being repaired"
+            etag, sha256 = fetched
+            if (refused := judge(path.stat().st_size, sha256)) is not None:
+                return refused
+            try:
+                self.put(
+                    key, path, sha256=sha256, content_type=content_type, if_match=etag,
+                    cache_control=cache_control,
+                )  # fmt: skip
+            except PreconditionFailed:
+                return f"{key} changed while being repaired; run the repair again"
+        return None
+
+    def _download(self, key: str, path: Path) -> tuple[str, str] | None:
+        """(etag, sha256) of the object, its bytes written to `path`; None when absent."""
+
+        def call() -> tuple[str, str] | None:
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                    return None
+                raise
+            stream = response["Body"]
+            digest = hashlib.sha256()
+            total = 0
+            try:
+                with path.open("wb") as out:
+                    for chunk in iter(lambda: stream.read(1 << 20), b""):
+                        total += len(chunk)
+                        if total > MAX_REPAIR_BYTES:
+                            raise PublishError(
+                                f"{self.describe(key)} is over {MAX_REPAIR_BYTES} bytes; "
+                                "not a runtime the farm published, so not repaired",
+                                hint="remove it from the bucket",
+                            )
+                        digest.update(chunk)
+                        out.write(chunk)
+            finally:
+                stream.close()
+            return str(response["ETag"]), digest.hexdigest()
+
+        return self._call("GetObject", key, call)
+
+    def drop_orphan_records(self, prefix: str) -> list[str]:
+        return []  # an S3 record lives on its object, and goes with it
 
 
 def _reason(exc: BaseException | None) -> str:

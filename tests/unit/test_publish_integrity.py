@@ -14,7 +14,7 @@ from orchestrator.publish.manifests import manifest_key, uv_metadata_key
 from orchestrator.publish.publisher import Publisher, load_artifact
 from orchestrator.publish.record import cell_identity
 from orchestrator.publish.store import DirectoryStore, StoredObject
-from tests.publish_support import make_artifact
+from tests.publish_support import make_artifact, store_write
 
 PREFIX = "runtimes/"
 
@@ -168,7 +168,7 @@ def test_a_damaged_manifest_in_the_store_is_one_line(tmp_path: Path, body: bytes
     store = DirectoryStore(tmp_path / "store")
     name = make_artifact(tmp_path / "a")
     _publisher(store).publish(load_artifact(tmp_path / "a", name))
-    (store.root / manifest_key(PREFIX)).write_bytes(body)
+    store_write(store, manifest_key(PREFIX), body)
     for action in (
         lambda: published_fingerprints(store, PREFIX),
         lambda: check_published(store, PREFIX, [name]),
@@ -210,7 +210,11 @@ def test_check_published_names_a_damaged_uv_entry(tmp_path: Path, damage: Any) -
     uv_path = store.root / uv_metadata_key(PREFIX, "debian-12", "amd64")
     document = json.loads(uv_path.read_text())
     (key,) = document
-    uv_path.write_text(json.dumps(damage(document, key)))
+    store_write(
+        store,
+        uv_metadata_key(PREFIX, "debian-12", "amd64"),
+        json.dumps(damage(document, key)).encode(),
+    )
     problems = check_published(store, PREFIX, [name])
     assert len(problems) == 1 and "\n" not in problems[0]
     assert key in problems[0] and "download-metadata.json" in problems[0]
@@ -236,7 +240,7 @@ def test_check_published_names_a_damaged_manifest_entry(tmp_path: Path, damage: 
     manifest_path = store.root / manifest_key(PREFIX)
     manifest = json.loads(manifest_path.read_text())
     manifest["runtimes"] = [damage(r) for r in manifest["runtimes"]]
-    manifest_path.write_text(json.dumps(manifest))
+    store_write(store, manifest_key(PREFIX), json.dumps(manifest).encode())
     problems = check_published(store, PREFIX, [name])
     assert len(problems) == 1 and "\n" not in problems[0]
     assert name in problems[0] and "manifest.json" in problems[0]

@@ -25,7 +25,7 @@ from orchestrator.publish.publisher import Publisher, check_published, load_arti
 from orchestrator.publish.record import validate_record
 from orchestrator.publish.store import DirectoryStore
 from orchestrator.verify.runtime import runtime_ldversion
-from tests.publish_support import make_artifact
+from tests.publish_support import make_artifact, store_write
 
 BASE = {
     "recipe_version": 1,
@@ -269,8 +269,7 @@ def test_publishing_both_variants_lists_both(tmp_path: Path) -> None:
     assert check_published(store, "runtimes", [default, free]) == []
     free_key = "cpython-3.13.5+freethreaded-linux-x86_64-gnu"
     uv[free_key]["sha256"] = uv["cpython-3.13.5-linux-x86_64-gnu"]["sha256"]
-    metadata = tmp_path / "store" / "runtimes" / "debian-12" / "amd64" / "download-metadata.json"
-    metadata.write_text(json.dumps(uv))
+    store_write(store, uv_metadata_key("runtimes", "debian-12", "amd64"), json.dumps(uv).encode())
     problems = check_published(store, "runtimes", [default, free])
     assert len(problems) == 1 and problems[0].startswith(free), problems
 
