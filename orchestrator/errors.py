@@ -135,8 +135,9 @@ _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 def one_line(text: str) -> str:
     """`text` on one line: control characters (newlines, NUL, escape sequences, the Unicode
-    line separators) and the surrogates of undecodable path bytes shown as escapes. Every error message passes through this before it is
-    printed, since messages echo input (a path, a key, a value) that may hold any of them."""
+    line separators) and the surrogates of undecodable path bytes shown as escapes. Every
+    error message passes through this before it is printed, since messages echo input (a
+    path, a key, a value) that may hold any of them."""
     out = []
     for char in text:
         code = ord(char)
@@ -152,4 +153,3 @@ def one_line(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
-

@@ -134,9 +134,7 @@ def _check(path: Path, st: os.stat_result, limit: int | None) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise FileRefused(path, f"is {file_kind(st.st_mode)}, not a regular file; not read")
     if limit is not None and st.st_size > limit:
-        raise FileRefused(
-            path, f"is {st.st_size} bytes, over the limit of {limit}; not read"
-        )
+        raise FileRefused(path, f"is {st.st_size} bytes, over the limit of {limit}; not read")
 
 
 def check_regular(path: Path, *, limit: int | None = None) -> os.stat_result:
@@ -228,4 +226,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-

@@ -38,7 +38,7 @@ from orchestrator.cli.publish import publish_cells
 @timeout_option
 @click.option(
     "--extra-ca",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=click.Path(path_type=Path),
     envvar="FARM_EXTRA_CA",
     help="PEM bundle added to builder/run images' trust store (TLS-intercepting proxies).",
 )
@@ -89,7 +89,9 @@ def build(
     from orchestrator.build import BuildOptions, build_cell, prepare_cell
     from orchestrator.cellbuild import Limits
     from orchestrator.engine import EnginePool, parse_engine_options
+    from orchestrator.images import read_extra_ca
 
+    ca_bundle = read_extra_ca(extra_ca)
     matrix = context.matrix
     selected = matrix.select(cells or (DEFAULT_CELL,))
     engines = EnginePool({**matrix.model.engines, **parse_engine_options(engine)})
@@ -97,7 +99,7 @@ def build(
         profile=profile,
         jobs=jobs,
         keep_work=keep_work,
-        extra_ca=extra_ca,
+        extra_ca=ca_bundle,
         limits=Limits(cpus=cpus, memory_bytes=int(memory_gb * 1024**3) if memory_gb else None),
         timeout_minutes=timeout_minutes,
     )

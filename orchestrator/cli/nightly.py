@@ -52,7 +52,7 @@ from orchestrator.errors import RunFailed
 )
 @click.option(
     "--extra-ca",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=click.Path(path_type=Path),
     envvar="FARM_EXTRA_CA",
     help="PEM bundle added to the images' trust store.",
 )
@@ -105,6 +105,7 @@ def nightly(
     """
     from orchestrator.build import BuildOptions
     from orchestrator.engine import EnginePool, parse_engine_options
+    from orchestrator.images import read_extra_ca
     from orchestrator.nightly import Machine, Nightly, NightlyOptions, with_limits
     from orchestrator.progress import (
         append_step_summary,
@@ -115,6 +116,7 @@ def nightly(
     from orchestrator.publish.publisher import Publisher
     from orchestrator.publish.target import open_store
 
+    ca_bundle = read_extra_ca(extra_ca)
     matrix = context.matrix
     cells = matrix.select(selectors)
     force, dry_run = bool(target["force"]), bool(target["dry_run"])
@@ -123,7 +125,7 @@ def nightly(
     build_options = with_limits(
         BuildOptions(
             profile=profile,
-            extra_ca=extra_ca,
+            extra_ca=ca_bundle,
             transfer=transfer,  # type: ignore[arg-type]
             timeout_minutes=timeout_minutes,
         ),

@@ -81,7 +81,8 @@ def _format_loc(loc: Sequence[int | str]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
+            name = str(part) if len(str(part)) <= 60 else f"{str(part)[:60]}..."  # a key's echo
+            text += f".{name}" if text else name
     return text
 
 
@@ -139,9 +140,9 @@ def parse_matrix(text: str, path: Path) -> Matrix:
     except yaml.reader.ReaderError as exc:
         # Characters YAML does not allow (a NUL, most control characters): PyYAML's own text
         # has a second line with the position; the line number says more.
-        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        at = text.count("\n", 0, max(exc.position, 0)) + 1
         raise ConfigError(
-            f"{path}:{line}: invalid YAML: character #x{exc.character:04x}: {exc.reason}"
+            f"{path}:{at}: invalid YAML: character #x{exc.character:04x}: {exc.reason}"
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {str(exc)[:200]}") from None

@@ -75,9 +75,7 @@ def test_the_real_signature_verifies_with_a_200_character_tmpdir(
     tmpdir = _long_tmpdir(tmp_path)
     result = run_cli(["--matrix", str(matrix), "fetch", "3.13.5"], env={"TMPDIR": str(tmpdir)})
     assert result.returncode == 0, result.stderr
-    assert f"OpenPGP signature good: Thomas Wouters <thomas@python.org> {THOMAS}" in (
-        result.stderr
-    )
+    assert f"OpenPGP signature good: Thomas Wouters <thomas@python.org> {THOMAS}" in (result.stderr)
     assert "signed 2025-06-11" in result.stdout
     assert list(tmpdir.iterdir()) == []  # the keyring's temp home was removed
 

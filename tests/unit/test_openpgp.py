@@ -119,7 +119,10 @@ def test_a_file_that_is_not_a_key_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SignatureError, match="not an OpenPGP public key"), Keyring([junk]):
         pass
     # gpg's own reason is in the line, not a guess of ours.
-    with pytest.raises(SignatureError, match="gpg: .*no valid OpenPGP data found"), Keyring([junk]):
+    with (
+        pytest.raises(SignatureError, match=r"gpg: .*no valid OpenPGP data found"),
+        Keyring([junk]),
+    ):
         pass
 
 
@@ -173,5 +176,5 @@ def test_a_key_file_that_is_not_a_small_regular_file_is_refused_unread(
         path.mkdir()
     else:
         path.write_bytes(b"x" * (KEY_FILE_LIMIT + 1))
-    with pytest.raises(FileRefused, match="not a regular file|over the limit"), Keyring([path]):
+    with pytest.raises(FileRefused, match=r"not a regular file|over the limit"), Keyring([path]):
         pass

@@ -153,7 +153,9 @@ def _obtain(
         check_regular(cached, limit=SIGNATURE_LIMIT)
     except FileRefused as exc:
         if not exc.missing:
-            raise SignatureError(str(exc), hint="remove it; the signature is fetched again") from None
+            raise SignatureError(
+                str(exc), hint="remove it; the signature is fetched again"
+            ) from None
     else:
         return cached, None, []
     reasons: list[str] = []

@@ -142,9 +142,7 @@ class Keyring:
                 )
             binary = _run([*base, "--dearmor"], what=what, data=data)
             if binary.returncode != 0 or not binary.stdout:
-                raise SignatureError(
-                    f"{key_file}: cannot read the key (gpg: {gpg_reason(binary)})"
-                )
+                raise SignatureError(f"{key_file}: cannot read the key (gpg: {gpg_reason(binary)})")
             keyring += binary.stdout
             self.keys.update(keys)
         self.path = home / "pinned.gpg"
