@@ -23,7 +23,7 @@ from docker import DockerClient
 from orchestrator.errors import ConfigError, FileRefused, ImageBuildError
 from orchestrator.fsutil import read_regular
 from orchestrator.matrix import Arch, Matrix
-from orchestrator.render import dockerfile_path, render_stack
+from orchestrator.render import dockerfile_path, is_current, render_stack
 
 Target = Literal["builder", "run", "consumer"]
 IMAGE_REPOSITORY = "python-farm"
@@ -97,7 +97,7 @@ def plan_image(
     stack = matrix.model.stacks[stack_name]
     path = dockerfile_path(matrix, stack_name)
     expected = render_stack(matrix, stack_name)
-    if not path.is_file() or path.read_text(encoding="utf-8") != expected:
+    if not is_current(path, expected):
         raise ConfigError(
             f"{path} is out of date with templates/ and matrix.yaml",
             hint="run `orchestrator render` and commit the result",

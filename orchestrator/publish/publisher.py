@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.archive import sha256_of
-from orchestrator.errors import PublishError
+from orchestrator.errors import FileRefused, PublishError
+from orchestrator.fsutil import read_regular
 from orchestrator.publish.manifests import (
     REPAIR_HINT,
     dumps,
@@ -123,7 +124,9 @@ def load_artifact(
         )
     actual = sha256_of(archive)
     try:
-        sums = sha256_file.read_text(encoding="utf-8").split()
+        sums = read_regular(sha256_file, limit=MAX_SIDECAR_BYTES).decode("utf-8").split()
+    except FileRefused as exc:
+        raise PublishError(str(exc), hint=_REBUILD) from None
     except (UnicodeDecodeError, OSError) as exc:
         raise PublishError(f"{sha256_file}: unreadable ({exc})", hint=_REBUILD) from None
     recorded = sums[0] if sums else ""
@@ -156,9 +159,16 @@ def load_artifact(
 _REBUILD = "rebuild the cell; nothing was published"
 
 
+# A record is ~10 KB, a .sha256 file one line, an SBOM ~100 KB: what the artifacts directory
+# holds is read through fsutil.read_regular (a regular file, at most this much).
+MAX_SIDECAR_BYTES = 64 * 1024 * 1024
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(read_regular(path, limit=MAX_SIDECAR_BYTES).decode("utf-8"))
+    except FileRefused as exc:
+        raise PublishError(str(exc), hint=_REBUILD) from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PublishError(f"{path}: not valid UTF-8 JSON ({exc})", hint=_REBUILD) from None
     except OSError as exc:
@@ -210,9 +220,9 @@ class Publisher:
         )
 
         action, replaced = self._put_archive(archive_key, artifact, force=force)
-        sha_body = artifact.sha256_file.read_bytes()
+        sha_body = read_regular(artifact.sha256_file, limit=MAX_SIDECAR_BYTES)
         self._put_sidecar(sha_key, sha_body, overwrite=action == "replaced")
-        sbom_body = artifact.sbom_file.read_bytes()
+        sbom_body = read_regular(artifact.sbom_file, limit=MAX_SIDECAR_BYTES)
         self._put_sidecar(sbom_key, sbom_body, overwrite=action == "replaced")
         published_record = {
             **artifact.record,
