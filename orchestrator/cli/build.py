@@ -104,11 +104,13 @@ def build(
         timeout_minutes=timeout_minutes,
     )
     published: dict[str, str] = {}
+    if then_publish:
+        # A bad target (region, bucket, URL) is refused now, not after an hour of building.
+        resolved = resolve_publish_target(context, target)
     if skip_unchanged and then_publish:
         from orchestrator.nightly import published_fingerprints
         from orchestrator.publish.target import open_store
 
-        resolved = resolve_publish_target(context, target)
         published = published_fingerprints(open_store(resolved), resolved.prefix)
     for cell in selected:
         progress, echo = cell_progress(cell)

@@ -162,6 +162,14 @@ def nightly(
                 click.echo(f"{verb:<7} {item.cell.id}  fingerprint {item.fingerprint[:16]}")
             for outcome in outcomes:
                 click.echo(f"{outcome.result:<7} {outcome.cell}  {outcome.reason}")
+            # A cell that could not even be planned (engine unreachable, base image missing)
+            # is a failure of the dry run too, not a plan.
+            failed = [o.cell for o in outcomes if o.result in ("failed", "cancelled")]
+            if failed:
+                raise RunFailed(
+                    f"dry run: {len(failed)} cell(s) could not be planned: {', '.join(failed)}",
+                    hint="see the reasons above",
+                )
             return
         outcomes = runner.run(cells)
     finally:

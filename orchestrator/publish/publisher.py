@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from orchestrator.archive import sha256_of
 from orchestrator.errors import FileRefused, PublishError
-from orchestrator.fsutil import read_regular
+from orchestrator.fsutil import check_regular, read_regular
 from orchestrator.publish.manifests import (
     REPAIR_HINT,
     dumps,
@@ -103,7 +103,14 @@ def load_artifact(
     sha256_file = artifacts_dir / f"{archive_name}.sha256"
     metadata_file = artifacts_dir / f"{stem}.json"
     sbom_file = artifacts_dir / sbom_name(archive_name)
-    missing = [p.name for p in (archive, sha256_file, metadata_file, sbom_file) if not p.is_file()]
+    missing = []
+    for path in (archive, sha256_file, metadata_file, sbom_file):
+        try:
+            check_regular(path)  # a fifo or a device is not an artifact, and is never read
+        except FileRefused as exc:
+            if not exc.missing:
+                raise PublishError(str(exc), hint=_REBUILD) from None
+            missing.append(path.name)
     if missing:
         raise PublishError(
             f"{archive_name}: incomplete artifact in {artifacts_dir} "
@@ -122,7 +129,10 @@ def load_artifact(
             f"{metadata_file} does not describe this cell: {said}",
             hint="publish a record only beside the archive it was built with; rebuild the cell",
         )
-    actual = sha256_of(archive)
+    try:
+        actual = sha256_of(archive)
+    except FileRefused as exc:
+        raise PublishError(str(exc), hint=_REBUILD) from None
     try:
         sums = read_regular(sha256_file, limit=MAX_SIDECAR_BYTES).decode("utf-8").split()
     except FileRefused as exc:
@@ -142,7 +152,11 @@ def load_artifact(
             f"{archive_name}: its verification failed; refusing to publish",
             hint="rebuild it, or run `orchestrator verify CELL` and see the cell's log",
         )
-    if record["sbom"]["sha256"] != sha256_of(sbom_file):
+    try:
+        sbom_sha256 = sha256_of(sbom_file, limit=MAX_SIDECAR_BYTES)
+    except FileRefused as exc:
+        raise PublishError(str(exc), hint=_REBUILD) from None
+    if record["sbom"]["sha256"] != sbom_sha256:
         raise PublishError(
             f"{archive_name}: {sbom_file.name} is not the SBOM its .json names",
             hint="rebuild the cell; nothing was published",

@@ -80,10 +80,15 @@ def _run(
 
 
 def gpg_reason(result: subprocess.CompletedProcess[bytes]) -> str:
-    """What gpg (or gpgv) itself said went wrong: its last line on stderr, else its exit."""
+    """What gpg (or gpgv) itself said went wrong, as it said it ("gpgv: no signature found"):
+    its last line that names the tool (the lines after it are advice), else its last line,
+    else its exit status."""
     lines = [line.strip() for line in result.stderr.decode(errors="replace").splitlines()]
     lines = [line for line in lines if line]
-    return lines[-1] if lines else f"exit status {result.returncode}"
+    own = [line for line in lines if line.startswith(("gpg: ", "gpgv: "))]
+    if own or lines:
+        return (own or lines)[-1]
+    return f"gpg exit status {result.returncode}"
 
 
 def _timestamp(field: str) -> dt.datetime | None:
@@ -137,12 +142,12 @@ class Keyring:
             keys = _parse_key_listing(listed.stdout.decode(errors="replace"))
             if listed.returncode != 0 or not keys:
                 raise SignatureError(
-                    f"{key_file}: not an OpenPGP public key (gpg: {gpg_reason(listed)})",
+                    f"{key_file}: not an OpenPGP public key ({gpg_reason(listed)})",
                     hint="put the release manager's public key there (ASCII-armoured or binary)",
                 )
             binary = _run([*base, "--dearmor"], what=what, data=data)
             if binary.returncode != 0 or not binary.stdout:
-                raise SignatureError(f"{key_file}: cannot read the key (gpg: {gpg_reason(binary)})")
+                raise SignatureError(f"{key_file}: cannot read the key ({gpg_reason(binary)})")
             keyring += binary.stdout
             self.keys.update(keys)
         self.path = home / "pinned.gpg"
@@ -224,13 +229,13 @@ def verify_detached(
                 hint="a release is accepted only from the keys matrix.yaml pins for its version",
             )
         raise SignatureError(
-            f"{what}: {signature.name} could not be checked (gpgv: {gpg_reason(result)})"
+            f"{what}: {signature.name} could not be checked ({gpg_reason(result)})"
         )
     valid = [p for p in status if p[0] == "VALIDSIG"]
     if not valid or "REVKEYSIG" in words or "EXPSIG" in words:
         why = "revoked key" if "REVKEYSIG" in words else "expired signature"
         if not valid:
-            why = f"gpgv: {gpg_reason(result)}"
+            why = gpg_reason(result)
         raise SignatureError(f"{what}: OpenPGP signature not valid ({why})")
     # VALIDSIG <fpr> <date> <timestamp> <expire> <ver> <reserved> <algo> <hash> <class> <primary>
     fields = valid[0]
@@ -280,8 +285,7 @@ def verify_clearsigned(signed: Path, *, keyring: Path, what: str) -> bytes:
         status = result.stdout.decode(errors="replace")
         if result.returncode != 0 or "[GNUPG:] VALIDSIG" not in status:
             raise SignatureError(
-                f"{what}: its signature does not verify with {keyring} "
-                f"(gpgv: {gpg_reason(result)})",
+                f"{what}: its signature does not verify with {keyring} ({gpg_reason(result)})",
                 hint="the index may have been altered in transit, or the keyring is outdated",
             )
         return output.read_bytes()
