@@ -213,6 +213,18 @@ def open_regular(path: Path, *, limit: int | None) -> BoundedFile:
     return BoundedFile(handle, path, limit)
 
 
+def check_output_file(path: Path) -> None:
+    """A file the user names for the farm to write (`--report`, $GITHUB_STEP_SUMMARY) must
+    be a regular file or not exist yet: writing into a fifo blocks, and replacing a device
+    node (as root) would break the machine. FileRefused otherwise; checked before the work
+    starts, so a bad name does not cost the run."""
+    try:
+        check_regular(path)
+    except FileRefused as exc:
+        if not exc.missing:
+            raise
+
+
 def read_regular(path: Path, *, limit: int) -> bytes:
     """The whole of `path`, a regular file of at most `limit` bytes; FileRefused otherwise."""
     with open_regular(path, limit=limit) as handle:

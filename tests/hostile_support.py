@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -264,6 +265,26 @@ def run_in_process(
     )  # fmt: skip
 
 
+# The CLI in a child process: its address space is limited (a safety net, not the
+# measurement: a regression that reads /dev/zero whole fails with MemoryError at 4 GiB instead
+# of filling the shared machine), then `python -m orchestrator`.
+_CHILD = (
+    "import resource, runpy, sys; "
+    "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
+    "sys.argv[0] = 'orchestrator'; "
+    "runpy.run_module('orchestrator', run_name='__main__')"
+)
+# The measurer between pytest and the CLI. Linux keeps ru_maxrss across exec, and a child of
+# the pytest process (fork or vfork) starts with pytest's own peak; a child of this small
+# process starts near its ~10 MB. It reaps the CLI with os.wait4 and reports "status maxrss".
+_MEASURE = (
+    "import os, subprocess, sys; "
+    "child = subprocess.Popen(sys.argv[2:]); "
+    "_, status, usage = os.wait4(child.pid, 0); "
+    "os.write(int(sys.argv[1]), f'{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}'.encode())"
+)
+
+
 def run_subprocess(
     argv: Sequence[str],
     work: Work,
@@ -272,22 +293,26 @@ def run_subprocess(
     stdin: bytes | None = None,
 ) -> Outcome:
     """`python -m orchestrator ARGV` in the work dir; stdin /dev/null, or a pipe fed `stdin`.
-    Reaped with os.wait4: ru_maxrss is this child's own peak RSS."""
+    Its peak RSS is its own ru_maxrss, from os.wait4 in a small measuring parent."""
     started = time.monotonic()
+    report_read, report_write = os.pipe()
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *argv],
+        [sys.executable, "-c", _MEASURE, str(report_write), sys.executable, "-c", _CHILD, *argv],
         cwd=work.project,
         env={**work.env, "PYTHONPATH": str(REPO), **(env or {})},
         stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        pass_fds=(report_write,),
+        start_new_session=True,  # a timeout kills the measurer and the CLI together
     )
+    os.close(report_write)
     timed_out = False
 
     def kill() -> None:
         nonlocal timed_out
         timed_out = True
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         assert process.stdout is not None and process.stderr is not None
@@ -305,22 +330,22 @@ def run_subprocess(
                     pass
 
             pool.submit(feed)
-        timer = __import__("threading").Timer(CASE_TIMEOUT, kill)
+        timer = threading.Timer(CASE_TIMEOUT, kill)
         timer.start()
         try:
-            _, status, usage = os.wait4(process.pid, 0)
+            process.wait()
         finally:
             timer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out, err = (
-            stdout.result().decode(errors="replace"),
-            stderr.result().decode(errors="replace"),
-        )
+        out = stdout.result().decode(errors="replace")
+        err = stderr.result().decode(errors="replace")
+    with os.fdopen(report_read, "rb") as report:
+        measured = report.read().decode().split()
     if process.stdin is not None and not process.stdin.closed:
         process.stdin.close()
+    code, peak = (int(measured[0]), int(measured[1])) if len(measured) == 2 else (None, -1)
     return Outcome(
-        code=None if timed_out else process.returncode, stdout=out, stderr=err,
-        peak_rss_kb=usage.ru_maxrss, seconds=time.monotonic() - started, how="subprocess",
+        code=None if timed_out else code, stdout=out, stderr=err, peak_rss_kb=peak,
+        seconds=time.monotonic() - started, how="subprocess",
         raised=err if "Traceback (most recent call last)" in err else "", timed_out=timed_out,
     )  # fmt: skip
 
@@ -339,8 +364,8 @@ def problems_of(outcome: Outcome, *, refused: bool = True) -> list[str]:
         problems.append(f"did not finish in {CASE_TIMEOUT:g}s (a blocking read?)")
     if outcome.raised or "Traceback (most recent call last)" in outcome.stderr:
         problems.append("a traceback")
-    if outcome.peak_rss_kb >= RSS_LIMIT_KB:
-        problems.append(f"peak RSS {outcome.peak_rss_kb // 1024} MB")
+    if outcome.peak_rss_kb >= RSS_LIMIT_KB or outcome.peak_rss_kb < 0:
+        problems.append(f"peak RSS {outcome.peak_rss_kb // 1024} MB (not measured if < 0)")
     lines = error_lines(outcome)
     if refused:
         if outcome.code in (None, 0):
@@ -375,6 +400,11 @@ class Tally:
         TALLIES.append(self)
 
     def add(self, outcome: Outcome, problems: list[str], *, case: str) -> None:
+        log = os.environ.get("HOSTILE_SUITE_LOG")  # every case and its answer, for review
+        if log:
+            with open(log, "a", encoding="utf-8") as handle:
+                first = (error_lines(outcome) or ["(no error line)"])[0]
+                handle.write(f"{case!r} -> {outcome.how} exit {outcome.code}: {first[:300]!r}\n")
         self.tried += 1
         if outcome.how == "subprocess":
             self.subprocess += 1

@@ -28,7 +28,7 @@ from orchestrator.cli.publish import publish_cells
 @click.option("--profile", help="Build profile from matrix.yaml (default: default_profile).")
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1024),
     default=os.cpu_count() or 1,
     show_default="number of cores",
     help="make -j inside the container.",
@@ -93,6 +93,7 @@ def build(
 
     ca_bundle = read_extra_ca(extra_ca)
     matrix = context.matrix
+    matrix.profile(profile)  # an unknown profile is refused before the engine is asked
     selected = matrix.select(cells or (DEFAULT_CELL,))
     engines = EnginePool({**matrix.model.engines, **parse_engine_options(engine)})
     options = BuildOptions(

@@ -13,11 +13,18 @@ from orchestrator.cli.app import cli
 from orchestrator.errors import FarmError, Interrupted, OutputError, one_line
 from orchestrator.redact import redact
 
+MAX_ERROR_CHARS = 4000
+
 
 def _error(message: str) -> None:
     """The one way a failure is reported: one line on stderr, credentials redacted, input
-    echoed in the message (a path, a key, a value) escaped so it cannot add lines."""
-    click.echo(f"error: {one_line(redact(message))}", err=True)
+    echoed in the message (a path, a key, a value) escaped so it cannot add lines, and a
+    200 KB argument echoed back cut in the middle (the end holds the hint)."""
+    text = one_line(redact(message))
+    if len(text) > MAX_ERROR_CHARS:
+        cut = len(text) - 3000 - 800
+        text = f"{text[:3000]} [... {cut} characters cut ...] {text[-800:]}"
+    click.echo(f"error: {text}", err=True)
 
 
 def _usage(exc: click.ClickException) -> str:
@@ -42,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         _error("interrupted")
         return Interrupted.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `orchestrator` alone: the help is what was asked for, then why it did nothing.
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+        _error("no command given (see `orchestrator --help`)")
+        return exc.exit_code
     except click.ClickException as exc:
         _error(_usage(exc))
         return exc.exit_code

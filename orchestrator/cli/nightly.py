@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,14 @@ from orchestrator.cli.app import (
     timeout_option,
 )
 from orchestrator.errors import RunFailed
+from orchestrator.fsutil import check_output_file
 
 
 @cli.command()
 @click.argument("selectors", nargs=-1)
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=256),
     help="Cells built at once (default: one per 2 cores and 4 GB of memory).",
 )
 @click.option("--profile", help="Build profile (default: default_profile).")
@@ -117,7 +119,12 @@ def nightly(
     from orchestrator.publish.target import open_store
 
     ca_bundle = read_extra_ca(extra_ca)
+    # What the run writes at its end is checked at its start.
+    for output in (report_path, os.environ.get("GITHUB_STEP_SUMMARY")):
+        if output:
+            check_output_file(Path(output))
     matrix = context.matrix
+    matrix.profile(profile)  # an unknown profile is refused before the engine is asked
     cells = matrix.select(selectors)
     force, dry_run = bool(target["force"]), bool(target["dry_run"])
     machine = Machine.this()

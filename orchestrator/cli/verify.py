@@ -21,7 +21,7 @@ from orchestrator.errors import VerificationError
 )
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1024),
     default=os.cpu_count() or 1,
     show_default="number of cores",
     help="make -j for --rebuild.",
@@ -87,7 +87,12 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
                 hint="verify with the matrix the runtime was built from (--matrix)",
             )
         if rebuild:
-            matrix.cell(str(record.get("cell")))  # SelectionError naming it, before the engine
+            if not isinstance(record.get("cell"), str):
+                raise VerificationError(
+                    f"{metadata_path_for(archive)}: the record names no cell to rebuild",
+                    hint="--rebuild needs the .json the build wrote; rebuild the cell",
+                )
+            matrix.cell(record["cell"])  # SelectionError naming it, before the engine
         checked.append((archive, record, audit_archive(archive, record)))
     client = None
     for archive, record, audit in checked:

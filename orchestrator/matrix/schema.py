@@ -79,8 +79,8 @@ _SYSTEM_DIRS = frozenset(
 def _contained_or_explicit(path: Path) -> Path:
     """A directory the farm writes into: relative without `..` (so inside the project), or
     an absolute path naming a directory of its own, never `/` or inside a system directory."""
-    if "\0" in str(path):
-        raise ValueError("NUL in path")
+    if re.search(r"[\x00-\x1f\x7f]", str(path)):
+        raise ValueError(f"{str(path)[:80]!r}: control character in a path")
     if not path.is_absolute():
         if ".." in path.parts:
             raise ValueError(f"{path}: '..' would leave the project; use an absolute path")
