@@ -40,9 +40,9 @@ def test_no_python_regex_ends_in_a_dollar() -> None:
             if node.func.attr not in RE_CALLS or not node.args or _multiline(node):
                 continue
             pattern = node.args[0]
-            if isinstance(pattern, ast.Constant) and isinstance(pattern.value, str):
-                if pattern.value.endswith("$") and not pattern.value.endswith("\\$"):
-                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {pattern.value!r}")
+            text = pattern.value if isinstance(pattern, ast.Constant) else None
+            if isinstance(text, str) and text.endswith("$") and not text.endswith("\\$"):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {text!r}")
     assert found == [], "use re.fullmatch (or \\Z), not `$`: " + ", ".join(found)
 
 
