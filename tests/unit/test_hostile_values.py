@@ -96,9 +96,13 @@ def _record_text(text: str) -> Callable[[Work], list[str]]:
     return setup
 
 
-def _setuid_archive(work: Work) -> list[str]:
-    """A runtime archive whose interpreter is setuid root (finding 7): the audit refuses it
-    before any container would unpack it."""
+def _special_bits(mode: int) -> Callable[[Work], list[str]]:
+    return lambda work: _setuid_archive(work, mode)
+
+
+def _setuid_archive(work: Work, mode: int = 0o4755) -> list[str]:
+    """A runtime archive whose interpreter has `mode` (setuid root, finding 7): the audit
+    refuses it before any container would unpack it."""
     import io
     import tarfile
 
@@ -109,13 +113,13 @@ def _setuid_archive(work: Work) -> list[str]:
     archive, record = runtime_archive(work)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, mode in (("./bin", 0o755), ("./include", 0o755), ("./lib", 0o755)):
+        for name in ("./bin", "./include", "./lib"):
             info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, mode
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         payload = b"#!/bin/sh\n"
         info = tarfile.TarInfo("./bin/python3.13")
-        info.size, info.mode = len(payload), 0o4755
+        info.size, info.mode = len(payload), mode
         tar.addfile(info, io.BytesIO(payload))
     archive.write_bytes(zstandard.ZstdCompressor().compress(buffer.getvalue()))
     record["sha256"] = sha256_of(archive)
@@ -290,6 +294,8 @@ CASES: dict[str, Case] = {
         edit=_variant_args("--with-pydebug\n"), says="configure_args"
     ),
     "setuid member in an archive": Case(setup=_setuid_archive, code=14, says="setuid"),
+    "setgid member in an archive": Case(setup=_special_bits(0o2755), code=14, says="setgid"),
+    "sticky member in an archive": Case(setup=_special_bits(0o1755), code=14, says="sticky"),
     # --- finding 8: tracebacks ---------------------------------------------------------------
     "recipe_version of 5000 digits": Case(
         text=lambda t: t.replace("recipe_version: 1", "recipe_version: " + "9" * 5000),
