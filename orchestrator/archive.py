@@ -25,7 +25,7 @@ from typing import IO, BinaryIO, cast
 import zstandard
 
 from orchestrator.errors import PackagingError
-from orchestrator.fsutil import fsync_dir, walk_tree, write_atomic
+from orchestrator.fsutil import fsync_dir, open_regular, walk_tree, write_atomic
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -156,10 +156,16 @@ def write_sha256_file(info: ArchiveInfo) -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
+# The largest file sha256_of reads: an archive is at most its tar (safetar.Limits.total_bytes).
+MAX_HASHED_BYTES = 2 * 1024**3
+
+
+def sha256_of(path: Path, *, limit: int = MAX_HASHED_BYTES) -> str:
+    """sha256 of a regular file of at most `limit` bytes (FileRefused otherwise: /dev/zero
+    would hash forever, a fifo block)."""
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, limit=limit) as f:
             while chunk := f.read(CHUNK_SIZE):
                 digest.update(chunk)
     except OSError as exc:

@@ -42,7 +42,7 @@ class BuildOptions:
     profile: str | None = None
     jobs: int = os.cpu_count() or 1
     keep_work: bool = False
-    extra_ca: Path | None = None
+    extra_ca: bytes = b""  # a PEM bundle (images.read_extra_ca) for the images' trust store
     limits: Limits = field(default_factory=Limits)
     transfer: Transfer = "auto"
     # Overrides the profile's timeout_minutes (matrix.yaml) for every cell of the run.

@@ -8,9 +8,11 @@ from collections.abc import Mapping, Sequence
 import docker
 import docker.errors
 from docker import DockerClient
+from pydantic import TypeAdapter, ValidationError
 
 from orchestrator.errors import ConfigError, DockerError
 from orchestrator.matrix import Arch
+from orchestrator.matrix.schema import EngineUrl
 
 
 def connect(base_url: str | None = None, *, timeout: int = 120) -> DockerClient:
@@ -70,5 +72,16 @@ def parse_engine_options(values: Sequence[str]) -> dict[Arch, str]:
                 f"{', '.join(a.value for a in Arch)}",
                 hint="e.g. --engine arm64=ssh://arm64-builder",
             )
+        try:
+            _ENGINE_URL.validate_python(url)  # the rule matrix.yaml `engines:` follows
+        except ValidationError:
+            raise ConfigError(
+                f"--engine {value!r}: {url[:80]!r} is not a Docker endpoint URL",
+                hint="unix://, tcp://, ssh:// or npipe:// without spaces, quotes or shell "
+                "characters, e.g. --engine arm64=ssh://arm64-builder",
+            ) from None
         result[Arch(arch)] = url
     return result
+
+
+_ENGINE_URL: TypeAdapter[str] = TypeAdapter(EngineUrl)

@@ -31,6 +31,19 @@ class SelectionError(ConfigError):
     """A cell id or selector matches nothing in the matrix."""
 
 
+class FileRefused(ConfigError):
+    """A file the user named (or put where the farm reads) is not a regular file, is over its
+    size limit, or cannot be read: refused before a byte of it was read (fsutil.read_regular).
+    `missing` tells "no such file" apart, which callers often word their own way; callers
+    re-raise it as their stage's error where that has another exit code."""
+
+    def __init__(self, path: object, reason: str, *, missing: bool = False) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.missing = missing
+
+
 class RenderCheckError(FarmError):
     """Rendered Dockerfiles differ from what the templates produce."""
 
@@ -115,3 +128,28 @@ class UnsafeArchiveError(FarmError):
     something that could escape or exhaust the place it is read into; nothing was kept."""
 
     exit_code = 14
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: control characters (newlines, NUL, escape sequences, the Unicode
+    line separators) and the surrogates of undecodable path bytes shown as escapes. Every
+    error message passes through this before it is printed, since messages echo input (a
+    path, a key, a value) that may hold any of them."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif (
+            code < 0x20
+            or 0x7F <= code < 0xA0
+            or code in (0x2028, 0x2029)
+            or 0xD800 <= code < 0xE000  # surrogates: undecodable bytes of a path
+        ):
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)

@@ -20,9 +20,10 @@ from typing import Literal
 import docker.errors
 from docker import DockerClient
 
-from orchestrator.errors import ConfigError, ImageBuildError
+from orchestrator.errors import ConfigError, FileRefused, ImageBuildError
+from orchestrator.fsutil import read_regular
 from orchestrator.matrix import Arch, Matrix
-from orchestrator.render import dockerfile_path, render_stack
+from orchestrator.render import dockerfile_path, is_current, render_stack
 
 Target = Literal["builder", "run", "consumer"]
 IMAGE_REPOSITORY = "python-farm"
@@ -91,18 +92,17 @@ def plan_image(
     arch: Arch,
     target: Target,
     *,
-    extra_ca: Path | None = None,
+    extra_ca: bytes = b"",
 ) -> ImagePlan:
     stack = matrix.model.stacks[stack_name]
     path = dockerfile_path(matrix, stack_name)
     expected = render_stack(matrix, stack_name)
-    if not path.is_file() or path.read_text(encoding="utf-8") != expected:
+    if not is_current(path, expected):
         raise ConfigError(
             f"{path} is out of date with templates/ and matrix.yaml",
             hint="run `orchestrator render` and commit the result",
         )
     image = stack.image_for(arch)
-    ca_bytes = _read_extra_ca(extra_ca)
     return ImagePlan(
         stack_name=stack_name,
         arch=arch,
@@ -111,17 +111,24 @@ def plan_image(
         base_image_id=base_image_id(client, image, arch),
         dockerfile=path,
         dockerfile_sha256=hashlib.sha256(expected.encode()).hexdigest(),
-        extra_ca=ca_bytes,
+        extra_ca=extra_ca,
     )
 
 
-def _read_extra_ca(path: Path | None) -> bytes:
+# A system's whole trust store (Debian's ca-certificates.crt) is ~220 KB.
+MAX_EXTRA_CA_BYTES = 4 * 1024 * 1024
+
+
+def read_extra_ca(path: Path | None) -> bytes:
+    """--extra-ca's PEM bundle, read like every file the farm did not write (a regular file,
+    size-limited: /dev/zero, /dev/stdin or a fifo are refused unread). Called by the commands
+    before anything else, so a bad bundle stops them before the engine is contacted."""
     if path is None:
         return b""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"extra CA bundle {path}: {exc.strerror}") from None
+        data = read_regular(path, limit=MAX_EXTRA_CA_BYTES)
+    except FileRefused as exc:
+        raise ConfigError(f"extra CA bundle {exc}") from None
     if data and b"-----BEGIN CERTIFICATE-----" not in data:
         raise ConfigError(f"extra CA bundle {path} holds no PEM certificate")
     return data

@@ -22,7 +22,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from orchestrator.build import BuildOptions, PreparedCell, build_cell, prepare_cell
 from orchestrator.cellbuild import Limits, leftover_containers
 from orchestrator.engine import EnginePool
-from orchestrator.errors import DockerError, FarmError, ImageBuildError, Interrupted
+from orchestrator.errors import DockerError, FarmError, FileRefused, ImageBuildError, Interrupted
+from orchestrator.fsutil import read_regular
 from orchestrator.images import ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Arch, Cell, Matrix
@@ -32,6 +33,7 @@ from orchestrator.publish.manifests import manifest_key
 from orchestrator.publish.publisher import LocalArtifact, Publisher, load_artifact
 from orchestrator.publish.record import cell_identity
 from orchestrator.publish.store import ObjectStore
+from orchestrator.verify.record import MAX_RECORD_BYTES
 
 INFRA_ERRORS = (DockerError, ImageBuildError)
 
@@ -180,8 +182,9 @@ class Nightly:
         known = {}
         for record_path in sorted(self.layout.artifacts.glob("python-*.json")):
             try:
-                record = json.loads(record_path.read_bytes().decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                raw = read_regular(record_path, limit=MAX_RECORD_BYTES)
+                record = json.loads(raw.decode("utf-8"))
+            except (FileRefused, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 continue  # damaged: not "done", so the cell is built again
             if not isinstance(record, dict) or not isinstance(record.get("name"), str):
                 continue

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from orchestrator.fsutil import check_output_file, write_atomic
 from orchestrator.redact import redact
 
 Result = Literal["built", "skipped", "failed", "cancelled"]
@@ -164,8 +165,8 @@ def write_report(path: Path, outcomes: Sequence[CellOutcome], *, seconds: float)
         },
         "cells": [asdict(o) for o in outcomes],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(redact(json.dumps(document, indent=2)) + "\n")
+    check_output_file(path)
+    write_atomic(path, (redact(json.dumps(document, indent=2)) + "\n").encode())
 
 
 def markdown_summary(outcomes: Sequence[CellOutcome]) -> str:
@@ -187,5 +188,6 @@ def append_step_summary(outcomes: Sequence[CellOutcome]) -> None:
     """Markdown into $GITHUB_STEP_SUMMARY when running inside GitHub Actions."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
+        check_output_file(Path(target))  # appended to: a fifo would block
         with open(target, "a", encoding="utf-8") as handle:
             handle.write("## python-farm\n\n" + redact(markdown_summary(outcomes)))

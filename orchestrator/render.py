@@ -6,13 +6,14 @@ keeps them honest (CI fails when they drift from the templates and matrix.yaml).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
-from orchestrator.errors import ConfigError
-from orchestrator.fsutil import write_atomic
+from orchestrator.errors import ConfigError, FileRefused
+from orchestrator.fsutil import read_regular, write_atomic
 from orchestrator.jit import builder_packages as jit_builder_packages
 from orchestrator.matrix import Matrix
 
@@ -37,14 +38,49 @@ def dockerfile_path(matrix: Matrix, stack_name: str) -> Path:
     return dockerfiles_dir(matrix) / stack_name / "Dockerfile"
 
 
+# A template or a rendered Dockerfile is a few KB.
+MAX_TEXT_BYTES = 1024 * 1024
+
+
+def _read_text(path: Path) -> str:
+    """A project file read like every file the farm did not write (fsutil.read_regular): a
+    template or Dockerfile replaced by a fifo must not hang `render --check`."""
+    raw = read_regular(path, limit=MAX_TEXT_BYTES)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
+
+
+def _load_template(directory: Path) -> Callable[[str], str]:
+    def load(name: str) -> str:
+        try:
+            return _read_text(directory / name)
+        except FileRefused as exc:
+            if exc.missing:
+                raise jinja2.TemplateNotFound(name) from None
+            raise
+
+    return load
+
+
 def _environment(directory: Path) -> jinja2.Environment:
     # StrictUndefined: a typo in the template is an error, not an empty string in a Dockerfile.
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(directory)),
+        loader=jinja2.FunctionLoader(_load_template(directory)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+
+
+def is_current(path: Path, content: str) -> bool:
+    """Whether the committed file at `path` holds exactly `content`. Missing, not a regular
+    file, too large or not UTF-8: not current (render replaces it)."""
+    try:
+        return _read_text(path) == content
+    except ConfigError:  # FileRefused included
+        return False
 
 
 def render_stack(matrix: Matrix, stack_name: str) -> str:
@@ -83,10 +119,7 @@ def write_rendered(matrix: Matrix) -> list[Path]:
     """Write every rendered Dockerfile that changed; return the paths written."""
     written: list[Path] = []
     for rendered in render_all(matrix):
-        if (
-            rendered.path.is_file()
-            and rendered.path.read_text(encoding="utf-8") == rendered.content
-        ):
+        if is_current(rendered.path, rendered.content):
             continue
         # An interrupted render never leaves half a Dockerfile.
         write_atomic(rendered.path, rendered.content.encode())
@@ -100,7 +133,7 @@ def stale_files(matrix: Matrix) -> list[Path]:
     stale: list[Path] = []
     expected = {r.path: r.content for r in render_all(matrix)}
     for path, content in expected.items():
-        if not path.is_file() or path.read_text(encoding="utf-8") != content:
+        if not is_current(path, content):
             stale.append(path)
     directory = dockerfiles_dir(matrix)
     if directory.is_dir():

@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 
-from orchestrator.errors import UnsafeArchiveError
+from orchestrator.errors import FileRefused, UnsafeArchiveError
+from orchestrator.fsutil import BoundedFile, open_regular
 from orchestrator.safetar import (
     RUNTIME_LIMITS,
     CountingReader,
@@ -29,9 +30,11 @@ from orchestrator.safetar import (
     open_tar_stream,
 )
 
-# What a damaged or foreign file raises while read; callers turn these into their own error.
-READ_ERRORS = (OSError, EOFError, tarfile.TarError, zstandard.ZstdError)
+# What a damaged or foreign file raises while read (FileRefused: not a regular file, missing,
+# or over the size limit); callers turn these into their own error.
+READ_ERRORS = (OSError, EOFError, tarfile.TarError, zstandard.ZstdError, FileRefused)
 _FRAME_HEADER_MAX = 18  # bytes: zstd's largest frame header (RFC 8878, 3.1.1)
+_SPECIAL_BITS = 0o7000  # setuid, setgid, sticky
 _HINT = (
     "refused before anything was unpacked; the farm never writes such an archive: "
     "rebuild it, or find out where it came from"
@@ -60,7 +63,14 @@ class ArchiveReader:
 
     def __iter__(self) -> Iterator[Entry]:
         while (info := self._tar.next()) is not None:
-            yield Entry(path=self._rules.check(info), info=info)
+            path = self._rules.check(info)
+            if info.mode & _SPECIAL_BITS:
+                # pack_tree writes 0755/0644 only; `tar -x` as root would keep these bits.
+                raise UnsafeArchiveError(
+                    f"member {path!r}: mode {info.mode & 0o7777:04o} has the setuid, setgid "
+                    "or sticky bit"
+                )
+            yield Entry(path=path, info=info)
 
     def open(self, entry: Entry) -> IO[bytes]:
         """The data of a regular file: exactly its checked size, never more."""
@@ -75,10 +85,12 @@ def open_archive(archive: Path, *, limits: Limits = RUNTIME_LIMITS) -> Iterator[
     """Open `archive` for one pass. UnsafeArchiveError names the archive; a damaged file raises
     one of READ_ERRORS."""
     try:
-        with archive.open("rb") as raw:
+        # A regular file (not /dev/zero, not a fifo), no larger than the tar it may hold.
+        with open_regular(archive, limit=limits.total_bytes) as raw:
             _check_frame(raw, limits)
+            # The zstandard stubs want IO[bytes]; the reader only calls read() on it.
             stream = zstandard.ZstdDecompressor(max_window_size=limits.window_bytes).stream_reader(
-                raw, read_across_frames=False
+                cast(IO[bytes], raw), read_across_frames=False
             )
             counter = CountingReader(stream, limit=limits.total_bytes)
             with open_tar_stream(counter, limits=limits) as tar:
@@ -87,7 +99,7 @@ def open_archive(archive: Path, *, limits: Limits = RUNTIME_LIMITS) -> Iterator[
         raise UnsafeArchiveError(f"{archive}: {exc.message}", hint=_HINT) from None
 
 
-def _check_frame(raw: IO[bytes], limits: Limits) -> None:
+def _check_frame(raw: BoundedFile, limits: Limits) -> None:
     """Refuse a frame whose window (the decoder's memory) or declared size is over the limits,
     from its header alone. Not a zstd frame at all is left to the decompressor's own error."""
     try:

@@ -149,7 +149,7 @@ def resolve_publish_target(context: Context, target: dict[str, Any]) -> PublishT
 @click.option(
     "--matrix",
     "matrix_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),  # read by fsutil.read_regular, which says what it is
     default=Path("matrix.yaml"),
     envvar="FARM_MATRIX",
     show_default=True,

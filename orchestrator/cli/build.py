@@ -28,7 +28,7 @@ from orchestrator.cli.publish import publish_cells
 @click.option("--profile", help="Build profile from matrix.yaml (default: default_profile).")
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1024),
     default=os.cpu_count() or 1,
     show_default="number of cores",
     help="make -j inside the container.",
@@ -38,7 +38,7 @@ from orchestrator.cli.publish import publish_cells
 @timeout_option
 @click.option(
     "--extra-ca",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=click.Path(path_type=Path),
     envvar="FARM_EXTRA_CA",
     help="PEM bundle added to builder/run images' trust store (TLS-intercepting proxies).",
 )
@@ -89,24 +89,29 @@ def build(
     from orchestrator.build import BuildOptions, build_cell, prepare_cell
     from orchestrator.cellbuild import Limits
     from orchestrator.engine import EnginePool, parse_engine_options
+    from orchestrator.images import read_extra_ca
 
+    ca_bundle = read_extra_ca(extra_ca)
     matrix = context.matrix
+    matrix.profile(profile)  # an unknown profile is refused before the engine is asked
     selected = matrix.select(cells or (DEFAULT_CELL,))
     engines = EnginePool({**matrix.model.engines, **parse_engine_options(engine)})
     options = BuildOptions(
         profile=profile,
         jobs=jobs,
         keep_work=keep_work,
-        extra_ca=extra_ca,
+        extra_ca=ca_bundle,
         limits=Limits(cpus=cpus, memory_bytes=int(memory_gb * 1024**3) if memory_gb else None),
         timeout_minutes=timeout_minutes,
     )
     published: dict[str, str] = {}
+    if then_publish:
+        # A bad target (region, bucket, URL) is refused now, not after an hour of building.
+        resolved = resolve_publish_target(context, target)
     if skip_unchanged and then_publish:
         from orchestrator.nightly import published_fingerprints
         from orchestrator.publish.target import open_store
 
-        resolved = resolve_publish_target(context, target)
         published = published_fingerprints(open_store(resolved), resolved.prefix)
     for cell in selected:
         progress, echo = cell_progress(cell)

@@ -23,13 +23,14 @@ from orchestrator.cli.app import (
     timeout_option,
 )
 from orchestrator.errors import RunFailed
+from orchestrator.fsutil import check_output_file
 
 
 @cli.command()
 @click.argument("selectors", nargs=-1)
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=256),
     help="Cells built at once (default: one per 2 cores and 4 GB of memory).",
 )
 @click.option("--profile", help="Build profile (default: default_profile).")
@@ -55,7 +56,7 @@ from orchestrator.errors import RunFailed
 )
 @click.option(
     "--extra-ca",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=click.Path(path_type=Path),
     envvar="FARM_EXTRA_CA",
     help="PEM bundle added to the images' trust store.",
 )
@@ -112,6 +113,7 @@ def nightly(
     """
     from orchestrator.build import BuildOptions
     from orchestrator.engine import EnginePool, parse_engine_options
+    from orchestrator.images import read_extra_ca
     from orchestrator.nightly import Machine, Nightly, NightlyOptions, with_limits
     from orchestrator.progress import (
         append_step_summary,
@@ -122,7 +124,13 @@ def nightly(
     from orchestrator.publish.publisher import Publisher
     from orchestrator.publish.target import open_store
 
+    ca_bundle = read_extra_ca(extra_ca)
+    # What the run writes at its end is checked at its start.
+    for output in (report_path, os.environ.get("GITHUB_STEP_SUMMARY")):
+        if output:
+            check_output_file(Path(output))
     matrix = context.matrix
+    matrix.profile(profile)  # an unknown profile is refused before the engine is asked
     cells = matrix.select(selectors)
     force, dry_run = bool(target["force"]), bool(target["dry_run"])
     machine = Machine.this()
@@ -130,7 +138,7 @@ def nightly(
     build_options = with_limits(
         BuildOptions(
             profile=profile,
-            extra_ca=extra_ca,
+            extra_ca=ca_bundle,
             transfer=transfer,  # type: ignore[arg-type]
             timeout_minutes=timeout_minutes,
         ),
@@ -180,6 +188,14 @@ def nightly(
                 click.echo(f"{verb:<7} {item.cell.id}  fingerprint {item.fingerprint[:16]}")
             for outcome in outcomes:
                 click.echo(f"{outcome.result:<7} {outcome.cell}  {outcome.reason}")
+            # A cell that could not even be planned (engine unreachable, base image missing)
+            # is a failure of the dry run too, not a plan.
+            failed = [o.cell for o in outcomes if o.result in ("failed", "cancelled")]
+            if failed:
+                raise RunFailed(
+                    f"dry run: {len(failed)} cell(s) could not be planned: {', '.join(failed)}",
+                    hint="see the reasons above",
+                )
             return
         with hold:
             if store is not None:

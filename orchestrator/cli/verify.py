@@ -21,7 +21,7 @@ from orchestrator.errors import VerificationError
 )
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1024),
     default=os.cpu_count() or 1,
     show_default="number of cores",
     help="make -j for --rebuild.",
@@ -50,12 +50,15 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
     """
     from packaging.version import Version
 
+    from orchestrator.archive import MAX_HASHED_BYTES
     from orchestrator.engine import connect
+    from orchestrator.fsutil import check_regular
     from orchestrator.images import ensure_image, plan_image
     from orchestrator.matrix import Arch
     from orchestrator.verify.runtime import (
         audit_archive,
         load_metadata,
+        metadata_path_for,
         raise_for_failures,
         summary_lines,
         verify_archive,
@@ -70,12 +73,29 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
             archives.extend(
                 context.layout.artifacts / c.archive_name for c in matrix.select([target])
             )
-    client = None
+    # Everything read on the host first, for every archive: a file that is not an archive
+    # (a fifo, /dev/zero), a damaged record, or an archive that is not safe to unpack is
+    # refused before the engine is even asked (and before --rebuild spends an hour).
+    checked: list[tuple[Path, dict[str, Any], Any]] = []
     for archive in archives:
+        check_regular(archive, limit=MAX_HASHED_BYTES)
         record = load_metadata(archive)
-        # Read on the host first: an archive that is not safe to unpack is refused before
-        # the engine is even asked (and before --rebuild spends an hour).
-        audit = audit_archive(archive, record)
+        if record["stack"] not in matrix.model.stacks:
+            raise VerificationError(
+                f"{metadata_path_for(archive)}: stack {record['stack']!r} is not in "
+                f"{matrix.path.name}",
+                hint="verify with the matrix the runtime was built from (--matrix)",
+            )
+        if rebuild:
+            if not isinstance(record.get("cell"), str):
+                raise VerificationError(
+                    f"{metadata_path_for(archive)}: the record names no cell to rebuild",
+                    hint="--rebuild needs the .json the build wrote; rebuild the cell",
+                )
+            matrix.cell(record["cell"])  # SelectionError naming it, before the engine
+        checked.append((archive, record, audit_archive(archive, record)))
+    client = None
+    for archive, record, audit in checked:
         if client is None:
             client = connect()
         arch = Arch(record["arch"])

@@ -20,8 +20,8 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 
 from orchestrator.errors import ConfigError
-from orchestrator.fsutil import write_atomic
-from orchestrator.matrix.loader import parse_matrix
+from orchestrator.fsutil import read_regular, write_atomic
+from orchestrator.matrix.loader import MAX_MATRIX_BYTES, parse_matrix
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +137,7 @@ def edited_text(text: str, *, add: Sequence[NewPin], drop: Sequence[str]) -> str
 def update_pins(path: Path, *, add: Sequence[NewPin], drop: Sequence[str]) -> str:
     """Rewrite `path` with the pins changed; returns the new text. The result must be a valid
     matrix, or nothing is written."""
-    text = path.read_text(encoding="utf-8")
+    text = read_regular(path, limit=MAX_MATRIX_BYTES).decode("utf-8", errors="strict")
     new_text = edited_text(text, add=add, drop=drop)
     try:
         parse_matrix(new_text, path)

@@ -5,7 +5,6 @@ expected.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, FileRefused
+from orchestrator.fsutil import read_regular
 from orchestrator.matrix.cells import Matrix
 from orchestrator.matrix.schema import MatrixModel
 
@@ -39,6 +39,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors call int() and datetime() on the text as written: a
+        # 5000-digit integer (Python's int digit limit) or 2025-02-30 raise a bare ValueError
+        # from deep inside the loader. Both are this document's fault: say where.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"unreadable value ({str(exc).split(';')[0][:100]})", node.start_mark
+            ) from None
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
@@ -70,7 +81,8 @@ def _format_loc(loc: Sequence[int | str]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
+            name = str(part) if len(str(part)) <= 60 else f"{str(part)[:60]}..."  # a key's echo
+            text += f".{name}" if text else name
     return text
 
 
@@ -101,18 +113,13 @@ MAX_MATRIX_BYTES = 1024 * 1024
 def load_matrix(path: Path) -> Matrix:
     """Read and validate matrix.yaml; raise ConfigError with one clear line on any problem."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a fifo would block, a device never end
-            raise ConfigError(f"{path}: not a regular file")
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_MATRIX_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file", hint="run from the repository root or pass --matrix PATH"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(raw) > MAX_MATRIX_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_MATRIX_BYTES // 1024} KiB; not a matrix")
+        raw = read_regular(path, limit=MAX_MATRIX_BYTES)
+    except FileRefused as exc:
+        if exc.missing:
+            raise ConfigError(
+                f"{path}: no such file", hint="run from the repository root or pass --matrix PATH"
+            ) from None
+        raise
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -130,6 +137,13 @@ def parse_matrix(text: str, path: Path) -> Matrix:
         mark = exc.problem_mark or exc.context_mark
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:
+        # Characters YAML does not allow (a NUL, most control characters): PyYAML's own text
+        # has a second line with the position; the line number says more.
+        at = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise ConfigError(
+            f"{path}:{at}: invalid YAML: character #x{exc.character:04x}: {exc.reason}"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {str(exc)[:200]}") from None
     except RecursionError:

@@ -11,6 +11,7 @@ import enum
 import fnmatch
 import re
 import string
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -56,11 +57,16 @@ class Arch(enum.StrEnum):
         return {"amd64": "amd64", "arm64": "arm64v8"}[self.value]
 
 
+# Every pattern in this module is matched against the WHOLE value: re.fullmatch (Python's `$`
+# also matches before a trailing newline, so `re.match("...$")` let "3.13.5\n" through) or
+# pydantic's StringConstraints, whose Rust engine anchors `$` at the very end.
+#
 # Bounded digits: a version reaches paths, URLs and shell lines, and `int()` of 5000 digits
-# is an error of its own.
-_VERSION_RE = re.compile(
-    r"^(?P<major>\d{1,3})\.(?P<minor>\d{1,3})\.(?P<patch>\d{1,3})(?P<pre>(a|b|rc)\d{1,3})?$"
-)
+# is an error of its own. No leading zeros: `03.013.05` is not a spelling of 3.13.5, and
+# would name a second cell and archive for it.
+_NUMBER = r"(?:0|[1-9][0-9]{0,2})"
+VERSION_PATTERN = rf"{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:(?:a|b|rc){_NUMBER})?"
+_VERSION_RE = re.compile(VERSION_PATTERN)
 # Upstream's tarball names (Python-3.11.2.tgz, Python-3.13.5.tar.xz), nothing that is a path.
 TARBALL_SUFFIXES = (".tar.xz", ".tgz", ".tar.gz", ".tar.bz2", ".tar.zst")
 # Top-level directories a cache or store must never be (or be inside): the system's own.
@@ -73,8 +79,8 @@ _SYSTEM_DIRS = frozenset(
 def _contained_or_explicit(path: Path) -> Path:
     """A directory the farm writes into: relative without `..` (so inside the project), or
     an absolute path naming a directory of its own, never `/` or inside a system directory."""
-    if "\0" in str(path):
-        raise ValueError("NUL in path")
+    if re.search(r"[\x00-\x1f\x7f]", str(path)):
+        raise ValueError(f"{str(path)[:80]!r}: control character in a path")
     if not path.is_absolute():
         if ".." in path.parts:
             raise ValueError(f"{path}: '..' would leave the project; use an absolute path")
@@ -92,8 +98,8 @@ WritableDir = Annotated[Path, AfterValidator(_contained_or_explicit)]
 
 # One character rule per kind of value that reaches a Dockerfile, a shell line, make, a path
 # or a URL. None of them admits whitespace, quotes, `$`, `;`, braces (Jinja) or `..`.
-DEBIAN_PACKAGE = r"^[a-z0-9][a-z0-9+.-]{0,99}$"  # Debian policy 5.6.1
-MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}$"
+DEBIAN_PACKAGE = r"[a-z0-9][a-z0-9+.-]{0,99}"  # Debian policy 5.6.1
+MODULE_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}"
 Codename = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 # A Docker image reference: [registry[:port]/]path[:tag][@sha256:digest].
 ImageRef = Annotated[
@@ -104,12 +110,12 @@ RunnerLabel = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.
 ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 # configure's --prefix: it reaches configure, make, sed in python-config and a bind mount, so
 # plain path components only (a leading dot is fine: /app/.heroku/python).
-_INSTALL_PREFIX = re.compile(r"^(/[A-Za-z0-9_.+-]{1,64}){1,16}$")
+_INSTALL_PREFIX = re.compile(r"(/[A-Za-z0-9_.+-]{1,64}){1,16}")
 
 
 def _install_prefix(value: str) -> str:
     parts = value.split("/")[1:]
-    if not _INSTALL_PREFIX.match(value) or any(p in {".", ".."} for p in parts):
+    if not _INSTALL_PREFIX.fullmatch(value) or any(p in {".", ".."} for p in parts):
         raise ValueError(
             f"{value[:80]!r} is not an absolute, normalised path of plain names "
             "(like /app/.heroku/python)"
@@ -120,11 +126,11 @@ def _install_prefix(value: str) -> str:
 InstallPrefix = Annotated[str, AfterValidator(_install_prefix)]
 # One flag per whitespace-separated token; make expands `$(...)` in variable values, so `$`
 # is out, as is anything a shell or make would read specially.
-_FLAG = re.compile(r"^-[A-Za-z0-9_=,.:+/-]{1,200}$")
+_FLAG = re.compile(r"-[A-Za-z0-9_=,.:+/-]{1,200}")
 
 
 def _flags(value: str) -> str:
-    bad = [token for token in value.split() if not _FLAG.match(token)]
+    bad = [token for token in value.split() if not _FLAG.fullmatch(token)]
     if bad:
         raise ValueError(f"{bad[0][:60]!r} is not a plain compiler/linker flag like -O2")
     return value
@@ -138,14 +144,18 @@ def _names(pattern: str, what: str) -> AfterValidator:
 
     def check(entries: list[PackageEntry]) -> list[PackageEntry]:
         for name in select_entries(entries, None):
-            if not compiled.match(name):
+            if not compiled.fullmatch(name):
                 raise ValueError(f"{name[:60]!r} is not a valid {what}")
         return entries
 
     return AfterValidator(check)
 
 
-_STACK_NAME_RE = r"^[a-z][a-z0-9]*-[0-9][0-9.]*$"
+# DISTRO-VERSION. It is in cell ids, archive names, manifest keys and image tags (Docker's
+# stop at 128 characters): at most 40, what a published record's stack may be.
+STACK_NAME_PATTERN = r"^[a-z][a-z0-9]{0,22}-[0-9][0-9.]{0,15}$"
+DISTRO_PATTERN = r"^[a-z]{1,23}$"
+DISTRO_VERSION_PATTERN = r"^[0-9][0-9.]{0,15}$"
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
@@ -197,7 +207,7 @@ def select_entries(entries: Sequence[PackageEntry], version: Version | None) -> 
     return names
 
 
-_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_MODULE_NAME = re.compile(MODULE_NAME)
 
 
 class Footprint(_Strict):
@@ -223,7 +233,7 @@ class Footprint(_Strict):
     @classmethod
     def _module_names(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not _MODULE_NAME.match(name):
+            if not _MODULE_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a module name (like 'pydoc_data' or 'a.b')")
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -271,7 +281,26 @@ class BuildFlags(_Strict):
 
 
 _FEED_NAME = r"^[a-z0-9][a-z0-9.-]*$"
-_HTTP_URL = r"^(https?|file)://[^\s]+$"
+
+
+def check_url(value: str, *, schemes: tuple[str, ...] = ("https", "http", "file")) -> str:
+    """A URL the farm will open: one of `schemes`, no whitespace or control characters, and
+    one urllib can take apart (`http://[::1/x` is not: urllib raises where it is opened)."""
+    if not re.fullmatch(r"[^\s\x00-\x1f\x7f]+", value):
+        raise ValueError(f"{value[:80]!r} holds whitespace or control characters")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (parsing the port is what raises for a bad one)
+    except ValueError as exc:
+        raise ValueError(f"{value[:80]!r} is not a URL ({exc})") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"{value[:80]!r} must start with {', '.join(s + '://' for s in schemes)}")
+    if parts.scheme != "file" and not parts.hostname:
+        raise ValueError(f"{value[:80]!r} names no host")
+    return value
+
+
+Url = Annotated[str, AfterValidator(check_url)]
 Minor = Annotated[str, StringConstraints(pattern=r"^3\.[0-9]+$")]
 
 
@@ -290,7 +319,7 @@ class PythonOrgFeedSettings(_Strict):
 
     kind: Literal["python.org"]
     name: Annotated[str, StringConstraints(pattern=_FEED_NAME)] = "python.org"
-    url: Annotated[str, StringConstraints(pattern=_HTTP_URL)] = Field(
+    url: Url = Field(
         default="https://www.python.org/api/v2/downloads/",
         description="base of the API: release/ and release_file/ are read below it",
     )
@@ -301,9 +330,7 @@ class DebianSourcesFeedSettings(_Strict):
 
     kind: Literal["debian-sources"]
     name: Annotated[str, StringConstraints(pattern=_FEED_NAME)]
-    archive: Annotated[str, StringConstraints(pattern=_HTTP_URL)] = Field(
-        description="archive root, e.g. http://deb.debian.org/debian"
-    )
+    archive: Url = Field(description="archive root, e.g. http://deb.debian.org/debian")
     suite: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     component: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] = "main"
     keyring: Path | None = Field(
@@ -385,11 +412,10 @@ class SourceSettings(_Strict):
                         f"mirror {template!r}: placeholder {{{name}}} is not one of "
                         f"{{version}} {{filename}} {{major_minor}} {{ext}}"
                     )
-            if not re.match(r"^(https?|file)://[^\s]+$", template):
-                raise ValueError(
-                    f"mirror {template!r} must start with https://, http:// or file:// "
-                    "and hold no whitespace"
-                )
+            try:
+                check_url(template)
+            except ValueError as exc:
+                raise ValueError(f"mirror {exc}") from None
             if template.startswith("file://"):
                 # A local mirror is a directory of tarballs, never a device or a system path.
                 _contained_or_explicit(Path(template.removeprefix("file://")))
@@ -420,7 +446,7 @@ class SigstoreSigner(_Strict):
 
     python: str = Field(description="PEP 440 specifier, e.g. '>=3.14,<3.15'")
     identity: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
-    issuer: Annotated[str, StringConstraints(pattern=r"^https://[^\s]+$")]
+    issuer: Annotated[str, AfterValidator(lambda v: check_url(v, schemes=("https",)))]
 
     _check_python = field_validator("python")(classmethod(lambda cls, v: _parse_specifier(v)))
 
@@ -479,7 +505,7 @@ class PythonSource(_Strict):
     @field_validator("version")
     @classmethod
     def _version_format(cls, value: str) -> str:
-        if not _VERSION_RE.match(value):
+        if not _VERSION_RE.fullmatch(value):
             raise ValueError(
                 f"bad version {value[:40]!r}: expected X.Y.Z, optionally with a1/b2/rc1"
             )
@@ -516,13 +542,13 @@ class PythonSource(_Strict):
         name = self.tarball
         if name.endswith(".tgz"):
             return "tar.gz"
-        match = re.search(r"\.(tar\.\w+)$", name)
+        match = re.search(r"\.(tar\.\w+)\Z", name)
         return match.group(1) if match else name.rsplit(".", 1)[-1]
 
 
 class Stack(_Strict):
-    distro: Annotated[str, StringConstraints(pattern=r"^[a-z]+$")]
-    distro_version: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9.]*$")]
+    distro: Annotated[str, StringConstraints(pattern=DISTRO_PATTERN)]
+    distro_version: Annotated[str, StringConstraints(pattern=DISTRO_VERSION_PATTERN)]
     codename: Codename
     base_image: ImageRef = Field(
         description="official images get the per-arch Hub namespace (debian:bookworm -> "
@@ -596,6 +622,50 @@ class VariantName(enum.StrEnum):
         return Version("3.13.0a1") if self is VariantName.FREETHREADED else None
 
 
+# The ./configure options the recipe sets itself (orchestrator/buildspec.py configure_args),
+# by the shell variable autoconf stores them in. A variant adds feature and package options
+# only (--enable-X, --disable-X, --with-X, --without-X); it may not set one of these again,
+# since configure takes the last one given and the record, fingerprint and verification
+# would describe a runtime that was not built. Directory and system options (--prefix and
+# its abbreviations --pre, --p; --exec-prefix, --libdir, --host) are never a variant's.
+RECIPE_CONFIGURE_OPTIONS = frozenset(
+    {"enable_shared", "with_static_libpython", "enable_loadable_sqlite_extensions",
+     "enable_option_checking", "with_ensurepip", "enable_optimizations", "with_lto",
+     "enable_test_modules", "enable_experimental_jit"}
+)  # fmt: skip
+_FEATURE_OPTION = re.compile(
+    r"--(enable|disable|with|without)-([A-Za-z0-9][A-Za-z0-9_.+-]{0,99})(=[^=\s]*)?"
+)
+
+
+def configure_option(arg: str) -> str | None:
+    """autoconf's variable for a feature or package option (configure maps `-+.` to `_`):
+    --disable-test-modules -> enable_test_modules, --with-lto=thin -> with_lto; None for any
+    other argument."""
+    match = _FEATURE_OPTION.fullmatch(arg)
+    if match is None:
+        return None
+    kind = "enable" if match.group(1) in ("enable", "disable") else "with"
+    return f"{kind}_{re.sub(r'[-+.]', '_', match.group(2))}"
+
+
+def _variant_arg(arg: str) -> str:
+    _flags(arg)
+    option = configure_option(arg)
+    if option is None:
+        raise ValueError(
+            f"{arg[:60]!r}: a variant adds feature and package options only (--enable-X, "
+            "--disable-X, --with-X, --without-X); directory and system options such as "
+            "--prefix belong to the recipe"
+        )
+    if option in RECIPE_CONFIGURE_OPTIONS:
+        raise ValueError(
+            f"{arg[:60]!r}: the recipe sets this option itself (orchestrator/buildspec.py); "
+            "a variant may not change it"
+        )
+    return arg
+
+
 class VariantSettings(_Strict):
     """One entry of `variants`: what the variant adds to configure and which Pythons get it."""
 
@@ -603,7 +673,7 @@ class VariantSettings(_Strict):
     python: str | None = Field(
         default=None, description="PEP 440 specifier of the versions built in this variant"
     )
-    configure_args: list[Annotated[str, AfterValidator(_flags)]] = Field(
+    configure_args: list[Annotated[str, AfterValidator(_variant_arg)]] = Field(
         default_factory=list, description="appended to ./configure's arguments"
     )
 
@@ -661,7 +731,7 @@ class MatrixModel(_Strict):
     build_flags: BuildFlags
     sources: SourceSettings
     pythons: list[PythonSource] = Field(min_length=1)
-    stacks: dict[Annotated[str, StringConstraints(pattern=_STACK_NAME_RE)], Stack] = Field(
+    stacks: dict[Annotated[str, StringConstraints(pattern=STACK_NAME_PATTERN)], Stack] = Field(
         min_length=1
     )
     arches: list[Arch] = Field(min_length=1)

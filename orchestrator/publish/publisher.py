@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.archive import sha256_of
-from orchestrator.errors import PublishError
+from orchestrator.errors import FileRefused, PublishError
+from orchestrator.fsutil import check_regular, read_regular
 from orchestrator.publish.documents import (
     named_runtimes,
     parse_document,
@@ -56,8 +56,6 @@ from orchestrator.publish.store import (
     PreconditionFailed,
     StoredObject,
     StoreRecordsError,
-    open_regular,
-    read_bounded,
     sha256_hex,
 )
 
@@ -113,7 +111,14 @@ def load_artifact(
     sha256_file = artifacts_dir / f"{archive_name}.sha256"
     metadata_file = artifacts_dir / f"{stem}.json"
     sbom_file = artifacts_dir / sbom_name(archive_name)
-    missing = [p.name for p in (archive, sha256_file, metadata_file, sbom_file) if not p.is_file()]
+    missing = []
+    for path in (archive, sha256_file, metadata_file, sbom_file):
+        try:
+            check_regular(path)  # a fifo or a device is not an artifact, and is never read
+        except FileRefused as exc:
+            if not exc.missing:
+                raise PublishError(str(exc), hint=_REBUILD) from None
+            missing.append(path.name)
     if missing:
         raise PublishError(
             f"{archive_name}: incomplete artifact in {artifacts_dir} "
@@ -132,10 +137,15 @@ def load_artifact(
             f"{metadata_file} does not describe this cell: {said}",
             hint="publish a record only beside the archive it was built with; rebuild the cell",
         )
-    actual = sha256_of(archive)
     try:
-        sums = _read_local(sha256_file, max_bytes=_MAX_SHA256_FILE).decode("utf-8").split()
-    except UnicodeDecodeError as exc:
+        actual = sha256_of(archive)
+    except FileRefused as exc:
+        raise PublishError(str(exc), hint=_REBUILD) from None
+    try:
+        sums = read_regular(sha256_file, limit=_MAX_SHA256_FILE).decode("utf-8").split()
+    except FileRefused as exc:
+        raise PublishError(str(exc), hint=_REBUILD) from None
+    except (UnicodeDecodeError, OSError) as exc:
         raise PublishError(f"{sha256_file}: unreadable ({exc})", hint=_REBUILD) from None
     recorded = sums[0] if sums else ""
     if not (actual == recorded == record.get("sha256")) or archive.stat().st_size != record.get(
@@ -150,7 +160,11 @@ def load_artifact(
             f"{archive_name}: its verification failed; refusing to publish",
             hint="rebuild it, or run `orchestrator verify CELL` and see the cell's log",
         )
-    if record["sbom"]["sha256"] != sha256_of(sbom_file):
+    try:
+        sbom_sha256 = sha256_of(sbom_file, limit=MAX_SIDECAR_BYTES)
+    except FileRefused as exc:
+        raise PublishError(str(exc), hint=_REBUILD) from None
+    if record["sbom"]["sha256"] != sbom_sha256:
         raise PublishError(
             f"{archive_name}: {sbom_file.name} is not the SBOM its .json names",
             hint="rebuild the cell; nothing was published",
@@ -166,26 +180,20 @@ def load_artifact(
 
 _REBUILD = "rebuild the cell; nothing was published"
 _MAX_SHA256_FILE = 64 * 1024  # "<64 hex>  <name>\n"
-
-
-def _read_local(path: Path, *, max_bytes: int) -> bytes:
-    """A local artifact file: regular (no fifo or device put in its place), bounded."""
-    try:
-        fd = open_regular(path, os.O_RDONLY, hint=_REBUILD)
-        try:
-            return read_bounded(fd, max_bytes=max_bytes, where=str(path))
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise PublishError(f"{path}: unreadable ({exc.strerror or exc})", hint=_REBUILD) from None
+# A record is ~10 KB, an SBOM ~100 KB: what the artifacts directory holds is read through
+# fsutil.read_regular (a regular file, at most this much).
+MAX_SIDECAR_BYTES = 64 * 1024 * 1024
 
 
 def _read_json(path: Path) -> Any:
-    body = _read_local(path, max_bytes=MAX_DOCUMENT_BYTES)
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(read_regular(path, limit=MAX_DOCUMENT_BYTES).decode("utf-8"))
+    except FileRefused as exc:
+        raise PublishError(str(exc), hint=_REBUILD) from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PublishError(f"{path}: not valid UTF-8 JSON ({exc})", hint=_REBUILD) from None
+    except OSError as exc:
+        raise PublishError(f"{path}: unreadable ({exc.strerror or exc})", hint=_REBUILD) from None
 
 
 class Publisher:
@@ -240,9 +248,9 @@ class Publisher:
             return PublishOutcome(name=artifact.archive.name, action="dry-run", url=url, keys=keys)
 
         action, replaced = self._put_archive(archive_key, artifact, force=force)
-        sha_body = artifact.sha256_file.read_bytes()
+        sha_body = read_regular(artifact.sha256_file, limit=MAX_SIDECAR_BYTES)
         self._put_sidecar(sha_key, sha_body, overwrite=action == "replaced")
-        sbom_body = artifact.sbom_file.read_bytes()
+        sbom_body = read_regular(artifact.sbom_file, limit=MAX_SIDECAR_BYTES)
         self._put_sidecar(sbom_key, sbom_body, overwrite=action == "replaced")
         published_record = {
             **artifact.record,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from orchestrator.errors import ConfigError
 from orchestrator.matrix import PublishSettings
+from orchestrator.matrix.schema import check_url
 from orchestrator.publish.manifests import normalize_prefix
 from orchestrator.publish.store import DirectoryStore, ObjectStore
 
@@ -45,17 +46,24 @@ def resolve_target(
     endpoint_url: str | None = None,
     public_base_url: str | None = None,
 ) -> PublishTarget:
-    """Overrides are the CLI values (click already folded the environment into them)."""
+    """Overrides are the CLI values (click already folded the environment into them). Every
+    value is checked whatever its source (flag, FARM_PUBLISH_*, matrix.yaml), before boto3
+    sees it: botocore raises its own exceptions for a bad region or URL."""
     # An empty --bucket must not quietly mean "the local store", nor a prefix climb out.
     if bucket is not None:
         _check_bucket(bucket)
+    elif settings.bucket is not None:
+        _check_bucket(settings.bucket)
     chosen_prefix = prefix if prefix is not None else settings.prefix
     _check_prefix(chosen_prefix)
-    if endpoint_url is not None and not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", endpoint_url):
-        raise ConfigError(
-            f"--endpoint-url {endpoint_url[:80]!r} is not an http(s) URL",
-            hint="e.g. http://127.0.0.1:9000",
-        )
+    for flag, value in (
+        ("--endpoint-url", endpoint_url or settings.endpoint_url),
+        ("--public-base-url", public_base_url or settings.public_base_url),
+    ):
+        if value is not None:
+            _check_url(flag, value)
+    if (region or settings.region) is not None:
+        _check_region(region if region is not None else str(settings.region))
     local_dir = settings.local_dir if settings.local_dir is not None else out_dir / "publish"
     if not local_dir.is_absolute():
         local_dir = root / local_dir
@@ -90,12 +98,12 @@ def open_store(
 
 
 # S3's bucket naming rules (3-63 characters; lowercase letters, digits, dots, hyphens).
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PREFIX_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def _check_bucket(bucket: str) -> None:
-    if not _BUCKET.match(bucket) or ".." in bucket:
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ConfigError(
             f"bucket {bucket[:80]!r} is not a valid S3 bucket name",
             hint="3-63 lowercase letters, digits, dots or hyphens; omit --bucket (and "
@@ -103,9 +111,32 @@ def _check_bucket(bucket: str) -> None:
         )
 
 
+# What botocore accepts as a region (a DNS label, not all digits), matched whole: AWS's
+# us-east-1, and what S3-compatible servers call theirs (auto, default, garage).
+_REGION = re.compile(r"(?![0-9]+\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _check_region(region: str) -> None:
+    if not _REGION.fullmatch(region):
+        raise ConfigError(
+            f"region {region[:80]!r} is not a region name",
+            hint="letters, digits and hyphens, like us-east-1; from --region, FARM_PUBLISH_REGION "
+            "or matrix.yaml publish.region",
+        )
+
+
+def _check_url(flag: str, url: str) -> None:
+    # Clients may read a store served from disk (file://); S3 endpoints are http(s).
+    schemes = ("https", "http", "file") if flag == "--public-base-url" else ("https", "http")
+    try:
+        check_url(url, schemes=schemes)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} {exc}", hint="e.g. http://127.0.0.1:9000") from None
+
+
 def _check_prefix(prefix: str) -> None:
     parts = [part for part in prefix.strip("/").split("/") if part]
-    bad = [part for part in parts if not _PREFIX_PART.match(part)]
+    bad = [part for part in parts if not _PREFIX_PART.fullmatch(part)]
     if bad or "//" in prefix.strip("/"):
         raise ConfigError(
             f"prefix {prefix[:80]!r} has a part that is not a plain name ({(bad or ['//'])[0]!r})",

@@ -22,7 +22,7 @@ _HEADERS = {
     "Modules/_decimal/libmpdec/mpdecimal.h": "mpdecimal",
     "Include/internal/mimalloc/mimalloc.h": "mimalloc",
 }
-_WHEEL = re.compile(r"^Lib/ensurepip/_bundled/(?P<name>[A-Za-z0-9_]+)-(?P<version>[^-]+)-.*\.whl$")
+_WHEEL = re.compile(r"Lib/ensurepip/_bundled/(?P<name>[A-Za-z0-9_]+)-(?P<version>[^-]+)-.*\.whl")
 _LIMIT = 4 * 1024 * 1024  # the biggest of these files is ~1 MB
 
 
@@ -91,7 +91,7 @@ def bundled_components(tarball: Path) -> list[BundledComponent]:
             for member in archive:
                 # Members are Python-X.Y.Z/<path>; the top directory's name does not matter.
                 path = member.name.split("/", 1)[1] if "/" in member.name else ""
-                if found := _WHEEL.match(path):
+                if found := _WHEEL.fullmatch(path):
                     wheels.append(
                         BundledComponent(
                             name=found["name"],

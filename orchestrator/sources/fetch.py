@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from orchestrator.errors import SignatureError, SourceError
-from orchestrator.fsutil import fsync_dir
+from orchestrator.errors import FileRefused, SignatureError, SourceError
+from orchestrator.fsutil import check_regular, fsync_dir, open_regular
 from orchestrator.matrix import PythonSource
 from orchestrator.matrix.schema import DEFAULT_DOWNLOAD_DEADLINE_SECONDS
 from orchestrator.sources.http import (
@@ -107,19 +106,22 @@ def mirror_urls(python: PythonSource, mirrors: Sequence[str]) -> list[str]:
     return urls
 
 
-def _hash_file(path: Path) -> str:
+def _hash_file(path: Path, limit: int | None) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path, limit=limit) as handle:
         while chunk := handle.read(CHUNK_SIZE):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def verify_file(path: Path, expected_sha256: str) -> str:
-    """Hash `path` in chunks; return the digest, or raise SourceChecksumError if it differs."""
+def verify_file(path: Path, expected_sha256: str, *, limit: int | None = None) -> str:
+    """Hash `path` (a regular file of at most `limit` bytes) in chunks; return the digest, or
+    raise SourceChecksumError if it differs."""
     expected = expected_sha256.lower()
     try:
-        actual = _hash_file(path)
+        actual = _hash_file(path, limit)
+    except FileRefused as exc:
+        raise SourceError(f"cannot read {exc}") from None
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
     if actual != expected:
@@ -225,25 +227,22 @@ def _reuse_cached(
     final: Path, expected: str, limit: int, pinned_size: int | None, progress: Progress
 ) -> FetchedSource | None:
     try:
-        info = final.stat()
-    except FileNotFoundError:  # a dangling symlink counts as absent; os.replace overwrites it
-        return None
-    except OSError as exc:
-        raise SourceError(f"cannot read {final}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
         # Hashing a fifo blocks and /dev/zero never ends: only a regular file is read.
-        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        info = check_regular(final)
+    except FileRefused as exc:
+        if exc.missing:  # a dangling symlink counts as absent; os.replace overwrites it
+            return None
         raise SourceError(
-            f"{final} is {kind}, expected the source tarball",
+            f"{exc} (expected the source tarball)",
             hint="remove it; the tarball will be fetched again",
-        )
+        ) from None
     if info.st_size > limit or (pinned_size is not None and info.st_size != pinned_size):
         want = f"the pinned {pinned_size}" if pinned_size is not None else f"at most {limit}"
         progress(f"cached {final} has {info.st_size} bytes, expected {want}; fetching again")
         final.unlink(missing_ok=True)
         return None
     try:
-        digest = verify_file(final, expected)
+        digest = verify_file(final, expected, limit=limit)
     except SourceChecksumError as exc:
         # A truncated earlier copy or a wrong file dropped in by hand: the pin wins.
         progress(f"cached {final} has sha256 {exc.actual}, expected {expected}; fetching again")

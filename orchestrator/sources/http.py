@@ -11,7 +11,6 @@ import http.client
 import os
 import socket
 import ssl
-import stat
 import time
 import urllib.error
 import urllib.parse
@@ -20,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from orchestrator.errors import SourceError
+from orchestrator.errors import FileRefused, SourceError
+from orchestrator.fsutil import open_regular
 
 CHUNK_SIZE = 1024 * 1024
 USER_AGENT = "python-runtime-farm/0.1 (source fetcher)"
@@ -92,40 +92,51 @@ def classify(exc: BaseException, timeout: float) -> TransferFailed:
     return TransferFailed(str(exc) or type(exc).__name__, retryable=False)
 
 
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a fifo"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
+class LocalFile:
+    """A file:// URL's body, opened through fsutil.open_regular like every file the farm did
+    not write: a regular file (not /dev/zero, a fifo or a directory), checked before a
+    non-blocking open and again on what was opened. What _copy_body needs of a response."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._handle = open_regular(path, limit=None)  # the caller's limit bounds the read
+        except FileRefused as exc:
+            raise TransferFailed(
+                "no such file" if exc.missing else str(exc), retryable=False
+            ) from None
+        self.headers = {"Content-Length": str(os.fstat(self._handle.fileno()).st_size)}
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._handle.read(size)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> LocalFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
-def check_local_file(url: str) -> None:
-    """A file:// URL must name a regular file: /dev/zero never ends, and opening a fifo blocks
-    until someone writes to it. Checked before urllib opens it (symlinks followed, as the open
-    would); the size limit and deadline still bound whatever is swapped in after this."""
-    path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+def _local_path(url: str) -> Path:
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise TransferFailed(f"file URL names another host ({parts.netloc})", retryable=False)
+    return Path(urllib.request.url2pathname(parts.path))
+
+
+Response = http.client.HTTPResponse | LocalFile
+
+
+def _open(url: str, timeout: float, accept: str | None = None) -> Response:
     try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise TransferFailed("no such file", retryable=False) from None
-    except OSError as exc:
-        raise TransferFailed(exc.strerror or str(exc), retryable=False) from None
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
-        reason = f"{path} is {kind}, not a regular file; refusing to read it"
-        raise TransferFailed(reason, retryable=False)
-
-
-def _open(url: str, timeout: float, accept: str | None = None) -> http.client.HTTPResponse:
-    if url.lower().startswith("file:"):
-        check_local_file(url)
-    headers = {"User-Agent": USER_AGENT}
-    if accept:
-        headers["Accept"] = accept
-    request = urllib.request.Request(url, headers=headers)
-    try:
+        if urllib.parse.urlsplit(url).scheme.lower() == "file":
+            return LocalFile(_local_path(url))
+        headers = {"User-Agent": USER_AGENT}
+        if accept:
+            headers["Accept"] = accept
+        request = urllib.request.Request(url, headers=headers)
         response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -135,13 +146,13 @@ def _open(url: str, timeout: float, accept: str | None = None) -> http.client.HT
     return response
 
 
-def _announced(response: http.client.HTTPResponse) -> int | None:
+def _announced(response: Response) -> int | None:
     value = response.headers.get("Content-Length")
     return int(value) if value is not None and value.isdigit() else None
 
 
 def _copy_body(
-    response: http.client.HTTPResponse,
+    response: Response,
     sink: Callable[[bytes], None],
     *,
     timeout: float,

@@ -27,7 +27,6 @@ lines that are parsed here. A failed verification raises VerificationError (exit
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import tarfile
@@ -792,20 +791,11 @@ def metadata_path_for(archive: Path) -> Path:
 
 
 def load_metadata(archive: Path) -> dict[str, Any]:
-    """The archive's metadata record, for verifying an archive built earlier."""
-    path = metadata_path_for(archive)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VerificationError(
-            f"{path}: no metadata record beside {archive.name}",
-            hint="verification needs the .json the build wrote; rebuild the cell",
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise VerificationError(f"{path}: unreadable metadata record: {exc}") from None
-    if not isinstance(record, dict) or not {"arch", "major", "minor"} <= record.keys():
-        raise VerificationError(f"{path}: not a metadata record of the farm")
-    return record
+    """The archive's metadata record, for verifying an archive built earlier: read and
+    validated by orchestrator/verify/record.py."""
+    from orchestrator.verify.record import read_record
+
+    return read_record(metadata_path_for(archive), archive_name=archive.name)
 
 
 def _checksum_check(archive: Path, expected: object) -> CheckResult:

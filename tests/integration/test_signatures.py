@@ -50,6 +50,36 @@ def test_fetch_verifies_the_real_signature(real_release: tuple[Path, Path]) -> N
     assert "key expired 2026-07-02 after signing" in result.stdout
 
 
+def _long_tmpdir(base: Path, length: int = 200) -> Path:
+    """A directory whose path is exactly `length` characters: deeper than an agent socket
+    path may be (about 107 bytes), as on CI runners with deep temp dirs."""
+    stem = base / "t"
+    path = Path(str(stem) + "x" * (length - len(str(stem))))
+    path.mkdir(parents=True)
+    assert len(str(path)) == length
+    return path
+
+
+def test_the_real_signature_verifies_with_a_200_character_tmpdir(
+    real_release: tuple[Path, Path], project_copy: Path, tmp_path: Path
+) -> None:
+    # Finding 2 of issue 16: the keyring's GnuPG home lives under TMPDIR; gpg --import asked
+    # gpg-agent, whose socket path was too long, and the pinned key was reported as "not an
+    # OpenPGP public key". The key is now never imported, so no agent is involved.
+    tarball, asc = real_release
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    os.link(tarball, mirror / tarball.name)
+    shutil.copy(asc, mirror / asc.name)
+    matrix = _project_with_mirror(project_copy, mirror, tmp_path / "cache", PIN)
+    tmpdir = _long_tmpdir(tmp_path)
+    result = run_cli(["--matrix", str(matrix), "fetch", "3.13.5"], env={"TMPDIR": str(tmpdir)})
+    assert result.returncode == 0, result.stderr
+    assert f"OpenPGP signature good: Thomas Wouters <thomas@python.org> {THOMAS}" in (result.stderr)
+    assert "signed 2025-06-11" in result.stdout
+    assert list(tmpdir.iterdir()) == []  # the keyring's temp home was removed
+
+
 def _project_with_mirror(project: Path, mirror: Path, cache: Path, pin: str) -> Path:
     matrix = project / "matrix.yaml"
     text = matrix.read_text().replace(PIN, pin)

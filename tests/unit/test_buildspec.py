@@ -200,3 +200,25 @@ def test_install_prefix_must_be_a_plain_absolute_path(
 ) -> None:
     with pytest.raises(ConfigError, match="install_prefix"):
         load_matrix(_with_prefixes(repo_root, tmp_path, stack=None, profile=bad))
+
+
+def test_the_options_the_recipe_sets_are_exactly_those_a_variant_may_not(repo_root: Path) -> None:
+    # Finding 7 of issue 16: a variant's configure_args could override --prefix. A variant
+    # may not set what the recipe sets; this keeps that list equal to what the recipe does.
+    from orchestrator.matrix.schema import RECIPE_CONFIGURE_OPTIONS, configure_option
+
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    seen: set[str] = set()
+    for cell in matrix.cells():
+        for profile in matrix.model.profiles:
+            args = build_spec(matrix, cell, profile).configure_args
+            recipe = args[: len(args) - len(cell.variant_args)]
+            assert args[len(recipe) :] == cell.variant_args
+            for arg in recipe:
+                if arg.startswith(("--build=", "--prefix=")):  # never a variant's (no --X)
+                    assert configure_option(arg) is None
+                    continue
+                option = configure_option(arg)
+                assert option in RECIPE_CONFIGURE_OPTIONS, arg
+                seen.add(option)
+    assert seen == RECIPE_CONFIGURE_OPTIONS

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import SignatureError
-from orchestrator.sources.signatures.openpgp import Keyring, verify_clearsigned, verify_detached
+from orchestrator.errors import FileRefused, SignatureError
+from orchestrator.sources.signatures.openpgp import (
+    KEY_FILE_LIMIT,
+    Keyring,
+    verify_clearsigned,
+    verify_detached,
+)
 from tests.gpg_support import ThrowawayKey, make_key
 
 
@@ -110,4 +117,64 @@ def test_a_file_that_is_not_a_key_is_one_clear_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.asc"
     junk.write_text("not a key\n")
     with pytest.raises(SignatureError, match="not an OpenPGP public key"), Keyring([junk]):
+        pass
+    # gpg's own reason is in the line, not a guess of ours.
+    with (
+        pytest.raises(SignatureError, match=r"gpg: .*no valid OpenPGP data found"),
+        Keyring([junk]),
+    ):
+        pass
+
+
+def _long_directory(base: Path, length: int = 200) -> Path:
+    stem = str(base / "t")
+    path = Path(stem + "x" * (length - len(stem)))
+    path.mkdir()
+    assert len(str(path)) == length
+    return path
+
+
+def test_no_agent_is_needed_under_a_200_character_tmpdir(
+    release_key: ThrowawayKey, tarball: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Finding 2 of issue 16: `gpg --import` into a home under a deep TMPDIR asked gpg-agent,
+    # whose socket path is limited to ~107 bytes; exit 2 was reported as "not an OpenPGP
+    # public key". The keyring is now built without importing (no agent at all).
+    signature = release_key.sign_detached(tarball, tmp_path / "sig.asc")
+    tmpdir = _long_directory(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    with Keyring([release_key.public_key]) as keyring:
+        assert keyring.path.is_relative_to(tmpdir)
+        good = verify_detached(
+            tarball, signature, keyring=keyring, allowed=[release_key.fingerprint], what="t"
+        )
+    assert good.fingerprint == release_key.fingerprint
+    assert list(tmpdir.iterdir()) == []
+
+
+def test_a_binary_key_file_works_too(
+    release_key: ThrowawayKey, tarball: Path, tmp_path: Path
+) -> None:
+    signature = release_key.sign_detached(tarball, tmp_path / "sig.asc")
+    binary = release_key.export_binary(tmp_path / "key.gpg")
+    with Keyring([binary]) as keyring:
+        verify_detached(
+            tarball, signature, keyring=keyring, allowed=[release_key.fingerprint], what="t"
+        )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory", "too-big"])
+def test_a_key_file_that_is_not_a_small_regular_file_is_refused_unread(
+    kind: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "key.asc"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"x" * (KEY_FILE_LIMIT + 1))
+    with pytest.raises(FileRefused, match=r"not a regular file|over the limit"), Keyring([path]):
         pass

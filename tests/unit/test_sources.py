@@ -15,6 +15,7 @@ from tenacity import wait_none
 from orchestrator.errors import SourceError
 from orchestrator.matrix import PythonSource, load_matrix
 from orchestrator.sources import fetch as sources
+from orchestrator.sources import http as sources_http
 from orchestrator.sources.fetch import (
     SourceChecksumError,
     fetch_source,
@@ -312,15 +313,16 @@ def test_interrupt_mid_stream_leaves_nothing(
 ) -> None:
     big = bytes(range(256)) * (10 * 1024)  # 2.5 MiB: several 1 MiB chunks
     mirror = make_mirror(tmp_path, "a", {TARBALL: big})
-    real = urllib.request.urlopen
+    # file:// mirrors are opened by sources.http.LocalFile (the safe reader), not urllib.
+    real = sources_http.LocalFile
     wrappers: list[_Interrupting] = []
 
-    def interrupting(request: urllib.request.Request, **kwargs: Any) -> Any:
-        wrapper = _Interrupting(real(request, **kwargs), cache)
+    def interrupting(path: Path) -> Any:
+        wrapper = _Interrupting(real(path), cache)
         wrappers.append(wrapper)
         return wrapper
 
-    monkeypatch.setattr(urllib.request, "urlopen", interrupting)
+    monkeypatch.setattr(sources_http, "LocalFile", interrupting)
     with pytest.raises(KeyboardInterrupt):
         fetch_source(make_python(big), mirrors=[mirror, mirror], cache_dir=cache)
     assert len(wrappers) == 1  # Ctrl-C stops everything: no retry, no next mirror
@@ -332,16 +334,17 @@ def test_transient_errors_are_retried(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mirror = make_mirror(tmp_path, "a", {TARBALL: GOOD})
-    real = urllib.request.urlopen
-    calls: list[str] = []
+    real = sources_http.LocalFile
+    calls: list[Path] = []
 
-    def flaky(request: urllib.request.Request, **kwargs: Any) -> Any:
-        calls.append(request.full_url)
+    def flaky(path: Path) -> Any:
+        calls.append(path)
         if len(calls) <= 2:
-            raise urllib.error.URLError(ConnectionResetError(104, "Connection reset by peer"))
-        return real(request, **kwargs)
+            reset = urllib.error.URLError(ConnectionResetError(104, "Connection reset by peer"))
+            raise sources_http.classify(reset, 30)
+        return real(path)
 
-    monkeypatch.setattr(urllib.request, "urlopen", flaky)
+    monkeypatch.setattr(sources_http, "LocalFile", flaky)
     lines: list[str] = []
     got = fetch_source(make_python(), mirrors=[mirror], cache_dir=cache, progress=lines.append)
     assert got.url == mirror.format(filename=TARBALL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import tarfile
 from pathlib import Path
@@ -611,5 +612,14 @@ def test_load_metadata(tmp_path: Path) -> None:
     verify.metadata_path_for(archive).write_text('{"arch": "amd64"}')
     with pytest.raises(VerificationError, match="not a metadata record"):
         verify.load_metadata(archive)
-    verify.metadata_path_for(archive).write_text('{"arch": "amd64", "major": 3, "minor": 13}')
+    record = {
+        "arch": "amd64", "major": 3, "minor": 13, "version": "3.13.5", "stack": "debian-12",
+        "sha256": "0" * 64, "expected_modules": ["ssl"],
+    }  # fmt: skip
+    verify.metadata_path_for(archive).write_text(json.dumps(record))
     assert verify.load_metadata(archive)["minor"] == 13
+    # What verification takes from the record is checked: an arch the farm does not build
+    # (finding 8 of issue 16: a ValueError traceback) is one line naming the field.
+    verify.metadata_path_for(archive).write_text(json.dumps({**record, "arch": "mips"}))
+    with pytest.raises(VerificationError, match=r"not a metadata record of the farm \(arch: "):
+        verify.load_metadata(archive)

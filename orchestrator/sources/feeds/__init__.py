@@ -25,10 +25,10 @@ from orchestrator.sources.http import TransferFailed
 SignatureKind = Literal["openpgp", "sigstore"]
 
 # Upstream's own version spelling: 3.13.18, 3.15.0rc1, 3.14.0a7.
-UPSTREAM_VERSION = re.compile(r"^(?P<minor>\d+\.\d+)\.\d+(?:(?:a|b|rc)\d+)?$")
+UPSTREAM_VERSION = re.compile(r"(?P<minor>\d+\.\d+)\.\d+(?:(?:a|b|rc)\d+)?")
 # Upstream's source tarball names: Python-3.13.5.tar.xz, Python-3.11.2.tgz.
-TARBALL_NAME = re.compile(r"^Python-(?P<version>[0-9][0-9a-z.]*?)\.(?P<ext>tar\.xz|tgz)$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+TARBALL_NAME = re.compile(r"Python-(?P<version>[0-9][0-9a-z.]*?)\.(?P<ext>tar\.xz|tgz)")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 # What matrix.yaml accepts as a pinned size (orchestrator.matrix.schema.MAX_TARBALL_BYTES).
 MAX_SIZE = 1024**3
 
@@ -73,12 +73,12 @@ class Release:
 
     def __post_init__(self) -> None:
         where = f"release feed {self.feed} ({self.origin})"
-        if not UPSTREAM_VERSION.match(self.version):
+        if not UPSTREAM_VERSION.fullmatch(self.version):
             raise FeedError(f"{where}: {self.version!r} is not a CPython version")
-        match = TARBALL_NAME.match(self.filename)
+        match = TARBALL_NAME.fullmatch(self.filename)
         if match is None or match["version"] != self.version:
             raise FeedError(f"{where}: {self.filename!r} is not the tarball of {self.version}")
-        if not SHA256.match(self.sha256):
+        if not SHA256.fullmatch(self.sha256):
             raise FeedError(f"{where}: {self.filename}: {self.sha256!r} is not a sha256")
         if self.size is not None and not (type(self.size) is int and 0 < self.size <= MAX_SIZE):
             raise FeedError(f"{where}: {self.filename}: {self.size!r} is not a tarball size")

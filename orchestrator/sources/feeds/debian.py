@@ -18,17 +18,19 @@ from pathlib import Path
 
 from debian.deb822 import Sources
 
-from orchestrator.errors import FeedError, SignatureError, SourceError
+from orchestrator.errors import FeedError, FileRefused, SignatureError, SourceError
+from orchestrator.fsutil import check_regular
 from orchestrator.matrix.schema import DebianSourcesFeedSettings
 from orchestrator.sources.feeds import Release, transfer_failure
 from orchestrator.sources.http import TransferFailed, read_url, stream_url
 from orchestrator.sources.signatures.openpgp import verify_clearsigned
 
-PACKAGE = re.compile(r"^Package: python3\.\d+$")
+PACKAGE = re.compile(r"Package: python3\.\d+")
 # Debian spells upstream's 3.15.0rc1 as 3.15.0~rc1; a +dfsg/+repack suffix means a repacked
 # tarball, which is not upstream's and is skipped.
-DEBIAN_UPSTREAM = re.compile(r"^(?P<release>\d+\.\d+\.\d+)(?:~(?P<pre>(?:a|b|rc)\d+))?$")
+DEBIAN_UPSTREAM = re.compile(r"(?P<release>\d+\.\d+\.\d+)(?:~(?P<pre>(?:a|b|rc)\d+))?")
 INRELEASE_LIMIT = 4 * 1024 * 1024
+KEYRING_LIMIT = 16 * 1024 * 1024  # debian-archive-keyring.gpg is ~100 KB
 INDEX_LIMIT = 256 * 1024 * 1024  # sid's Sources.xz is ~11 MB
 # Decompressed, sid's index is ~70 MB of text: an xz bomb stops here, not in memory or after
 # minutes of decompression; a "line" longer than any field Debian writes is not an index.
@@ -101,11 +103,14 @@ class DebianSourcesFeed:
             raise transfer_failure(self.name, url, exc) from None
         signed = tmp / "InRelease"
         signed.write_bytes(body)
-        if not self.keyring.is_file():
+        try:
+            check_regular(self.keyring, limit=KEYRING_LIMIT)  # gpgv reads it: never a fifo
+        except FileRefused as exc:
             raise SourceError(
-                f"release feed {self.name}: keyring {self.keyring} does not exist",
+                f"release feed {self.name}: keyring {exc.path}: "
+                + ("does not exist" if exc.missing else exc.reason),
                 hint="install debian-archive-keyring (`make setup` does), or fix the path",
-            )
+            ) from None
         try:
             content = verify_clearsigned(signed, keyring=self.keyring, what=url)
         except SignatureError as exc:
@@ -148,7 +153,7 @@ class DebianSourcesFeed:
                 lines, keep = [], False
                 continue
             if not lines:
-                keep = bool(PACKAGE.match(line.rstrip("\n")))
+                keep = bool(PACKAGE.fullmatch(line.rstrip("\n")))
             if keep:
                 lines.append(line)
         if keep and lines:
@@ -165,7 +170,7 @@ class DebianSourcesFeed:
                     f"release feed {self.name}: {origin}: stanza without Version or Directory"
                 )
             upstream = debian_version.split(":", 1)[-1].rsplit("-", 1)[0]
-            match = DEBIAN_UPSTREAM.match(upstream)
+            match = DEBIAN_UPSTREAM.fullmatch(upstream)
             if match is None:
                 continue  # a repacked tarball (+dfsg) or an unusual version: not upstream's file
             version = match["release"] + (match["pre"] or "")

@@ -31,7 +31,7 @@ TIMEOUT = 60.0
 LIMIT = 64 * 1024 * 1024  # release_file/?os=3 lists every source file ever: a few MB
 # The "Source release" OS (python/release-tools add_to_pydotorg.py: is_source = os_pk == 3).
 SOURCE_OS_ID = 3
-RELEASE_NAME = re.compile(r"^Python (?P<version>\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?)$")
+RELEASE_NAME = re.compile(r"Python (?P<version>\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?)")
 
 
 class PythonOrgFeed:
@@ -69,7 +69,7 @@ class PythonOrgFeed:
     def releases(self) -> list[Release]:
         published: dict[str, str] = {}  # resource URI -> version
         for item in self._get("release/?is_published=true&version=3"):
-            match = RELEASE_NAME.match(str(item.get("name", "")))
+            match = RELEASE_NAME.fullmatch(str(item.get("name", "")))
             if match is None or item.get("version") != 3 or item.get("is_published") is False:
                 continue  # Python 2, Python Install Manager, and other non-CPython entries
             uri = item.get("resource_uri")
@@ -85,7 +85,7 @@ class PythonOrgFeed:
             if version is None or not item.get("is_source") or not isinstance(url, str):
                 continue
             filename = url.rsplit("/", 1)[-1]
-            match = TARBALL_NAME.match(filename)
+            match = TARBALL_NAME.fullmatch(filename)
             if match is None or match["version"] != version:
                 continue  # e.g. the docs archives
             sha256 = item.get("sha256_sum")

@@ -17,11 +17,16 @@ from typing import Any
 
 from packaging.version import Version
 
-from orchestrator.errors import ConfigError, SignatureError
-from orchestrator.fsutil import write_atomic
+from orchestrator.errors import ConfigError, FileRefused, SignatureError
+from orchestrator.fsutil import check_regular, write_atomic
 from orchestrator.matrix.schema import SignatureSettings, SigstoreSigner
 from orchestrator.sources.http import TransferFailed, read_url
-from orchestrator.sources.signatures.openpgp import GoodSignature, Keyring, verify_detached
+from orchestrator.sources.signatures.openpgp import (
+    KEY_FILE_LIMIT,
+    GoodSignature,
+    Keyring,
+    verify_detached,
+)
 from orchestrator.sources.signatures.sigstore_bundles import (
     SigstoreProof,
     SigstoreUnavailable,
@@ -56,12 +61,16 @@ def policy_for(settings: SignatureSettings, *, root: Path, version: Version) -> 
             fingerprints.extend(fp for fp in entry.fingerprints if fp not in fingerprints)
     keys_dir = root / settings.keys_dir
     key_files = tuple(keys_dir / f"{fingerprint}.asc" for fingerprint in fingerprints)
-    missing = [path for path in key_files if not path.is_file()]
-    if missing:
-        raise ConfigError(
-            f"{missing[0]}: no such key file (pinned in matrix.yaml signatures.openpgp)",
-            hint="add the release manager's public key there, named by its fingerprint",
-        )
+    for path in key_files:
+        try:
+            check_regular(path, limit=KEY_FILE_LIMIT)
+        except FileRefused as exc:
+            if not exc.missing:
+                raise
+            raise ConfigError(
+                f"{path}: no such key file (pinned in matrix.yaml signatures.openpgp)",
+                hint="add the release manager's public key there, named by its fingerprint",
+            ) from None
     sigstore = next((entry for entry in settings.sigstore if entry.applies_to(version)), None)
     return SignaturePolicy(
         version=str(version),
@@ -140,7 +149,14 @@ def _obtain(
     Returns (path, url it came from or None when cached, reasons per URL that did not).
     """
     cached = cache_dir / name
-    if cached.is_file():
+    try:
+        check_regular(cached, limit=SIGNATURE_LIMIT)
+    except FileRefused as exc:
+        if not exc.missing:
+            raise SignatureError(
+                str(exc), hint="remove it; the signature is fetched again"
+            ) from None
+    else:
         return cached, None, []
     reasons: list[str] = []
     for url in urls:
@@ -183,8 +199,10 @@ def prove_source(
         if path is None:
             notes.append(f"no OpenPGP signature (.asc) at any mirror ({len(reasons)} tried)")
         else:
-            try:
-                with Keyring(policy.key_files) as keyring:
+            # A key file gpg cannot read is the matrix's problem, not the signature's: only a
+            # signature that fails to verify is removed from the cache.
+            with Keyring(policy.key_files) as keyring:
+                try:
                     openpgp = verify_detached(
                         tarball,
                         path,
@@ -192,9 +210,9 @@ def prove_source(
                         allowed=policy.openpgp_fingerprints,
                         what=what,
                     )
-            except SignatureError:
-                path.unlink(missing_ok=True)  # fetched again next time, but this run fails
-                raise
+                except SignatureError:
+                    path.unlink(missing_ok=True)  # fetched again next time; this run fails
+                    raise
             openpgp_url = url or "cache"
             progress(f"OpenPGP signature good: {openpgp.describe()}")
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import SignatureError
+from orchestrator.fsutil import read_regular
 
 GPG_TIMEOUT = 120.0
+KEY_FILE_LIMIT = 1024 * 1024  # an armoured 4096-bit key with its signatures is ~10-100 KB
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,19 +61,34 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(args: Sequence[str], *, what: str) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    args: Sequence[str], *, what: str, data: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(
             list(args),
             capture_output=True,
             timeout=GPG_TIMEOUT,
             check=False,
-            stdin=subprocess.DEVNULL,
+            input=data,
+            stdin=subprocess.DEVNULL if data is None else None,
         )
     except subprocess.TimeoutExpired:
         raise SignatureError(f"{what}: gpg did not finish in {GPG_TIMEOUT:g}s") from None
     except OSError as exc:
         raise SignatureError(f"{what}: cannot run {args[0]}: {exc.strerror or exc}") from None
+
+
+def gpg_reason(result: subprocess.CompletedProcess[bytes]) -> str:
+    """What gpg (or gpgv) itself said went wrong, as it said it ("gpgv: no signature found"):
+    its last line that names the tool (the lines after it are advice), else its last line,
+    else its exit status."""
+    lines = [line.strip() for line in result.stderr.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    own = [line for line in lines if line.startswith(("gpg: ", "gpgv: "))]
+    if own or lines:
+        return (own or lines)[-1]
+    return f"gpg exit status {result.returncode}"
 
 
 def _timestamp(field: str) -> dt.datetime | None:
@@ -84,9 +101,15 @@ def _timestamp(field: str) -> dt.datetime | None:
 
 
 class Keyring:
-    """The given key files imported into a private GnuPG home (no user or system state).
+    """The given key files as one binary keyring for gpgv, and what they hold (`keys`).
 
-    Use as a context manager; `path` is then a binary keyring for gpgv and `keys` what it holds.
+    No GnuPG state is involved: the keys are never imported, so no agent is started or
+    asked. (Importing does ask gpg-agent, whose socket lives in the GnuPG home; under a temp
+    directory longer than a socket path allows, about 107 bytes, the import then fails.) gpg
+    only lists the keys (`--show-keys`) and removes their ASCII armour (`--dearmor`), reading
+    them on stdin; gpgv checks self-signatures and expiry when it uses the keyring.
+
+    Use as a context manager; `path` is then the keyring file.
     """
 
     def __init__(self, key_files: Sequence[Path]) -> None:
@@ -98,24 +121,37 @@ class Keyring:
     def __enter__(self) -> Keyring:
         gpg = _tool("gpg")
         self._tmp = tempfile.TemporaryDirectory(prefix="farm-gnupg-")
-        home = Path(self._tmp.name)
-        home.chmod(0o700)
-        base = [gpg, "--homedir", str(home), "--batch", "--no-options", "--no-autostart"]
-        for key_file in self.key_files:
-            result = _run([*base, "--import", str(key_file)], what=str(key_file))
-            if result.returncode != 0:
-                reason = result.stderr.decode(errors="replace").strip().splitlines()[-1:]
-                raise SignatureError(f"{key_file}: not an OpenPGP public key ({' '.join(reason)})")
-        self.path = home / "pinned.gpg"
-        exported = _run([*base, "--export", "--output", str(self.path)], what="keyring")
-        if exported.returncode != 0 and self.key_files:
-            raise SignatureError(
-                f"cannot export the pinned keys: {exported.stderr.decode()[-200:]}"
-            )
-        self.path.touch()
-        listed = _run([*base, "--with-colons", "--fixed-list-mode", "--list-keys"], what="keyring")
-        self.keys = _parse_key_listing(listed.stdout.decode(errors="replace"))
+        try:
+            self._build(gpg, Path(self._tmp.name))
+        except BaseException:
+            self._tmp.cleanup()
+            raise
         return self
+
+    def _build(self, gpg: str, home: Path) -> None:
+        home.chmod(0o700)
+        # A home of its own so nothing of the user's (gpg.conf, keys) is read; gpg writes an
+        # empty keybox there, which no command below uses.
+        base = [gpg, "--homedir", str(home), "--batch", "--no-options", "--no-autostart"]
+        keyring = bytearray()
+        for key_file in self.key_files:
+            data = read_regular(key_file, limit=KEY_FILE_LIMIT)
+            what = str(key_file)
+            listed = _run([*base, "--with-colons", "--fixed-list-mode", "--show-keys"],
+                          what=what, data=data)  # fmt: skip
+            keys = _parse_key_listing(listed.stdout.decode(errors="replace"))
+            if listed.returncode != 0 or not keys:
+                raise SignatureError(
+                    f"{key_file}: not an OpenPGP public key ({gpg_reason(listed)})",
+                    hint="put the release manager's public key there (ASCII-armoured or binary)",
+                )
+            binary = _run([*base, "--dearmor"], what=what, data=data)
+            if binary.returncode != 0 or not binary.stdout:
+                raise SignatureError(f"{key_file}: cannot read the key ({gpg_reason(binary)})")
+            keyring += binary.stdout
+            self.keys.update(keys)
+        self.path = home / "pinned.gpg"
+        self.path.write_bytes(bytes(keyring))
 
     def __exit__(self, *exc_info: object) -> None:
         if self._tmp is not None:
@@ -192,13 +228,14 @@ def verify_detached(
                 f"(pinned: {pinned})",
                 hint="a release is accepted only from the keys matrix.yaml pins for its version",
             )
-        raise SignatureError(f"{what}: {signature.name} could not be checked (gpgv: ERRSIG)")
+        raise SignatureError(
+            f"{what}: {signature.name} could not be checked ({gpg_reason(result)})"
+        )
     valid = [p for p in status if p[0] == "VALIDSIG"]
     if not valid or "REVKEYSIG" in words or "EXPSIG" in words:
         why = "revoked key" if "REVKEYSIG" in words else "expired signature"
         if not valid:
-            tail = result.stderr.decode(errors="replace").strip().splitlines()[-1:]
-            why = " ".join(tail) or f"gpgv exit {result.returncode}"
+            why = gpg_reason(result)
         raise SignatureError(f"{what}: OpenPGP signature not valid ({why})")
     # VALIDSIG <fpr> <date> <timestamp> <expire> <ver> <reserved> <algo> <hash> <class> <primary>
     fields = valid[0]
@@ -247,9 +284,8 @@ def verify_clearsigned(signed: Path, *, keyring: Path, what: str) -> bytes:
         )  # fmt: skip
         status = result.stdout.decode(errors="replace")
         if result.returncode != 0 or "[GNUPG:] VALIDSIG" not in status:
-            reason = result.stderr.decode(errors="replace").strip().splitlines()[-1:]
             raise SignatureError(
-                f"{what}: its signature does not verify with {keyring} ({' '.join(reason)})",
+                f"{what}: its signature does not verify with {keyring} ({gpg_reason(result)})",
                 hint="the index may have been altered in transit, or the keyring is outdated",
             )
         return output.read_bytes()

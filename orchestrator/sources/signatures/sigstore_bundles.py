@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import SignatureError
+from orchestrator.errors import FileRefused, SignatureError
+from orchestrator.fsutil import read_regular
+
+BUNDLE_LIMIT = 1024 * 1024  # a bundle is ~10 KB (signatures.SIGNATURE_LIMIT)
 
 
 class SigstoreUnavailable(Exception):
@@ -44,7 +47,9 @@ def verify_bundle(
     from sigstore_models.common.v1 import HashAlgorithm
 
     try:
-        bundle = Bundle.from_json(bundle_path.read_bytes())
+        bundle = Bundle.from_json(read_regular(bundle_path, limit=BUNDLE_LIMIT))
+    except FileRefused as exc:
+        raise SignatureError(f"{what}: {exc}") from None
     except OSError as exc:
         raise SignatureError(f"{what}: cannot read {bundle_path}: {exc.strerror or exc}") from None
     except Exception as exc:  # the parser raises several kinds for bad JSON/protobuf
