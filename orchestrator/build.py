@@ -47,6 +47,8 @@ class BuildOptions:
     transfer: Transfer = "auto"
     # Overrides the profile's timeout_minutes (matrix.yaml) for every cell of the run.
     timeout_minutes: float | None = None
+    # Required verification checks that may be skipped (--allow-skip; verify/required.py).
+    allowed_skips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +252,7 @@ def _verify(
         log_path=layout.logs / f"{cell.id}.verify.log",
         transfer=options.transfer,
         stack_packages=cell.stack.run_packages_for([cell.python.parsed]),
+        allowed_skips=options.allowed_skips,
     )
 
 

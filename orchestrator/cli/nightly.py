@@ -11,6 +11,7 @@ from rich.console import Console
 
 from orchestrator.cli.app import (
     Context,
+    allow_skip_option,
     cli,
     memory_option,
     pass_context,
@@ -69,6 +70,7 @@ from orchestrator.errors import RunFailed
     "machine's memory split over --jobs)."
 )
 @timeout_option
+@allow_skip_option
 @publish_options
 @pass_context
 def nightly(
@@ -85,6 +87,7 @@ def nightly(
     transfer: str,
     memory_gb: float | None,
     timeout_minutes: float | None,
+    allowed_skips: tuple[str, ...],
     **target: Any,
 ) -> None:
     """Rebuild what changed in the matrix (or SELECTORS), publish it, skip the rest.
@@ -126,6 +129,7 @@ def nightly(
             extra_ca=extra_ca,
             transfer=transfer,  # type: ignore[arg-type]
             timeout_minutes=timeout_minutes,
+            allowed_skips=allowed_skips,
         ),
         machine,
         jobs,

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from orchestrator.cli.app import Context, cell_progress, cli, pass_context
+from orchestrator.cli.app import Context, allow_skip_option, cell_progress, cli, pass_context
 from orchestrator.errors import VerificationError
 
 
@@ -26,8 +26,16 @@ from orchestrator.errors import VerificationError
     show_default="number of cores",
     help="make -j for --rebuild.",
 )
+@allow_skip_option
 @pass_context
-def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: int) -> None:
+def verify(
+    context: Context,
+    /,
+    targets: tuple[str, ...],
+    rebuild: bool,
+    jobs: int,
+    allowed_skips: tuple[str, ...],
+) -> None:
     """Verify runtimes: ARCHIVE paths (.tar.zst, with their .json beside them) or CELL ids
     and globs (their archives in OUT/artifacts). Builds run this automatically.
 
@@ -47,6 +55,13 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
 
     With --rebuild: the cell is built again from the same inputs and the two archives are
     compared; differing members are listed with what differs (size, content, mode, mtime).
+
+    \b
+    A skipped check is not a passed one. Required of every runtime: extract, exec:python3,
+    abi:tag, gil:state, sysconfig:relocated, recursion:thread, cext:import, embed:run; of a
+    profile that ships pip (or its wheel): venv:pip; of a free-threaded runtime:
+    threads:parallel. A required check that was skipped (e.g. threads:parallel on a
+    one-CPU host) or never reported fails, unless --allow-skip names it.
     """
     from packaging.version import Version
 
@@ -98,6 +113,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
                 [Version(record["version"])]
             ),
             audit=audit,
+            allowed_skips=allowed_skips,
         )
         for line in summary_lines(report):
             click.echo(line)

@@ -49,11 +49,13 @@ def test_parse_script_output() -> None:
     assert [(c.name, c.ok) for c in output.checks] == [
         ("extract", True),
         ("import:ssl", False),
-        ("venv:pip", True),
+        ("venv:pip", False),
         ("ldd", True),
     ]
     assert output.checks[1].detail == "exit 1: ModuleNotFoundError: No module named '_ssl'"
-    assert output.checks[2].detail == "skipped: no ensurepip wheel in the runtime"
+    # A skip is neither ok nor a failure: it is a skip, with its reason.
+    assert [c.skipped for c in output.checks] == [False, False, True, False]
+    assert output.checks[2].detail == "no ensurepip wheel in the runtime"
     # Sorted, de-duplicated, arch qualifiers stripped.
     assert output.packages == ["libc6", "libssl3", "zlib1g"]
     assert output.warnings == ["/usr/local/lib/libfoo.so.1 (needed by x) belongs to no apt package"]
@@ -128,6 +130,9 @@ def test_metadata_fields() -> None:
             "ok": True,
             "failures": [],
             "checks": 1,
+            "required": [],
+            "skipped": [],
+            "allowed_skips": [],
             "warnings": ["w"],
             "seconds": 12.3,
         },
