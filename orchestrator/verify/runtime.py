@@ -535,7 +535,12 @@ def _run_stage(
     log: TextIO,
     build_prefix: str | None = None,
     timeout_seconds: float = STAGE_TIMEOUT_SECONDS,
+    memory_bytes: int = STAGE_MEMORY_BYTES,
 ) -> ScriptOutput:
+    """Run one stage of verify-runtime.sh in a fresh container of `image`, bounded by
+    `timeout_seconds` and `memory_bytes` (no swap beyond it); the container is removed
+    whatever happens. A stage that ran over its time, was OOM-killed anywhere (even a child
+    process the script outlived), or stopped before its end fails as `script:<stage>`."""
     # A path the runtime has never seen, different for every run and stage (on /tmp: the
     # only place the unprivileged verify user may write).
     prefix = f"/tmp/rt-{secrets.token_hex(8)}"
@@ -564,7 +569,9 @@ def _run_stage(
                 str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
             },
             **confinement(
-                sandbox_user(), tmpfs_bytes=STAGE_TMPFS_BYTES, memory_bytes=STAGE_MEMORY_BYTES
+                sandbox_user(),
+                tmpfs_bytes=min(STAGE_TMPFS_BYTES, memory_bytes),
+                memory_bytes=memory_bytes,
             ),
             platform=arch.docker_platform,
             detach=True,
@@ -599,22 +606,30 @@ def _run_stage(
         log.write("# stderr\n" + stderr)
     log.write(f"# stage {stage}: exit {code} after {time.monotonic() - started:.1f} s\n")
     output = parse_script_output(stdout)
-    if code != 0 or not output.done:
+    stopped = code != 0 or not output.done
+    if stopped or out_of_memory:
         tail = " | ".join(line.strip() for line in stderr.splitlines()[-3:] if line.strip())
+        memory = f"ran out of memory ({_size(memory_bytes)} limit)"
         if timed_out:
-            why = f"timed out after {timeout_seconds / 60:g} min (killed)"
+            why = f"stopped early (timed out after {timeout_seconds / 60:g} min (killed))"
+        elif out_of_memory and stopped:
+            why = f"stopped early ({memory})"
         elif out_of_memory:
-            why = f"ran out of memory ({STAGE_MEMORY_BYTES / 1024**3:g} GiB limit)"
+            # The kernel killed a process of the stage and the script went on: what that
+            # process was checking did not run to its end.
+            why = f"{memory}: the kernel killed a process of it"
         else:
-            why = f"exit {code}"
+            why = f"stopped early (exit {code})"
         output.checks.append(
             CheckResult(
-                name=f"script:{stage}",
-                ok=False,
-                detail=f"{VERIFY_SCRIPT} {stage} stopped early ({why}): {tail}",
+                name=f"script:{stage}", ok=False, detail=f"{VERIFY_SCRIPT} {stage} {why}: {tail}"
             )
         )
     return output
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024**3:g} GiB" if count >= 1024**3 else f"{count / 1024**2:g} MiB"
 
 
 def _copy_in(container: Container, archive: Path) -> None:

@@ -578,6 +578,15 @@ def test_a_stage_killed_for_memory_says_so(tmp_path: Path) -> None:
     assert "stopped early (ran out of memory (3 GiB limit))" in failed.detail
 
 
+def test_a_stage_whose_child_was_killed_for_memory_fails_though_the_script_finished(
+    tmp_path: Path,
+) -> None:
+    container = _FakeContainer(b"CHECK exec:python fail exit 137\nDONE runtime\n", oom_killed=True)
+    output = _run_stage(_FakeClient(container), tmp_path)
+    (script,) = [c for c in output.checks if c.name == "script:runtime"]
+    assert "ran out of memory (3 GiB limit): the kernel killed a process of it" in script.detail
+
+
 def test_stage_copies_inputs_for_a_remote_engine(tmp_path: Path) -> None:
     container = _FakeContainer(b"DONE runtime\n")
     client = _FakeClient(container)
