@@ -311,7 +311,11 @@ def _package(
     # failed verification is recorded there too, and publishing refuses such a record.
     write_json_atomic(metadata_path, record)
     raise_for_failures(report, what=cell.id)
-    progress(f"verified: {len(report.checks)} checks passed in {report.seconds:.0f} s")
+    skipped = f", {len(report.skips)} skipped" if report.skips else ""
+    progress(
+        f"verified: {sum(c.ok for c in report.checks)} checks passed{skipped} "
+        f"in {report.seconds:.0f} s"
+    )
     progress(f"archive {archive.size / 1e6:.1f} MB, sha256 {archive.sha256[:16]}...")
     return BuildResult(
         cell=cell,
