@@ -206,3 +206,35 @@ def test_publishing_refuses_a_record_whose_required_check_was_skipped(tmp_path: 
     # Allowed by name at build time: publishable, and the record keeps saying so.
     _edit_record(tmp_path, name, {"ok": True, "skipped": [{**SKIP, "allowed": True}]})
     assert load_artifact(tmp_path, name).record["verification"]["skipped"][0]["allowed"] is True
+
+
+class _Stop(Exception):
+    """Raised by a stand-in once it has seen the options; nothing is built."""
+
+
+def test_allow_skip_reaches_the_build_options_of_build_and_nightly(
+    repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import orchestrator.build
+    import orchestrator.engine
+    import orchestrator.nightly
+
+    seen: list[tuple[str, ...]] = []
+
+    def prepare(*_args: Any, options: Any, **_kwargs: Any) -> None:
+        seen.append(options.allowed_skips)
+        raise _Stop
+
+    def nightly(_self: Any, *_args: Any, options: Any, **_kwargs: Any) -> None:
+        seen.append(options.build.allowed_skips)
+        raise _Stop
+
+    monkeypatch.setattr(orchestrator.engine.EnginePool, "client", lambda _self, _arch: None)
+    monkeypatch.setattr(orchestrator.build, "prepare_cell", prepare)
+    monkeypatch.setattr(orchestrator.nightly.Nightly, "__init__", nightly)
+    common = ["--matrix", str(repo_root / "matrix.yaml"), "--out", str(tmp_path)]
+    flags = ["--allow-skip", "venv:pip", "--allow-skip", "threads:parallel"]
+    for command in (["build", "3.13.5t-debian-12-amd64"], ["nightly", "--no-publish"]):
+        with pytest.raises(_Stop):
+            main([*common, *command, *flags])
+    assert seen == [("threads:parallel", "venv:pip")] * 2
