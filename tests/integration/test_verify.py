@@ -362,7 +362,9 @@ def test_relocation_left_undone_fails_naming_the_checks(
         log_path=tmp_path / "verify.log",
     )
     message = _failure_message(report)
-    failed = {check.name for check in report.checks if not check.ok}
+    # Failures only: a skip the stack's tools report (meson:python-setup on Debian 12) is not
+    # one, unless it is of a required check.
+    failed = {check.name for check in report.failures}
     if left == "pc":
         assert failed == {
             "relocate:build-prefix",
