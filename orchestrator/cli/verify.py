@@ -48,7 +48,8 @@ def verify(
     ends in RecursionError; venv with bundled pip works offline (skipped without the
     wheel); Py_ENABLE_SHARED is 1 and sysconfig carries none of our build flags; the ABI
     tag and the GIL are the variant's (a free-threaded runtime, bin/python3.Xt: GIL off at
-    start, and CPU-bound threads run in parallel, under 0.8x the serial time). In the
+    start, and CPU-bound threads run in parallel: under 0.8x the serial time, or seen
+    running at the same moment, which a GIL makes impossible). In the
     builder image: a C extension and an embedding program build against the runtime. On
     the host: no RPATH/RUNPATH but $ORIGIN/../lib on the executable, every ELF file
     stripped, no static libpython; build-host paths in the tree are reported.

@@ -182,6 +182,26 @@ def test_one_cpu_is_reported_as_one_cpu_not_as_a_busy_host() -> None:
     assert '4) report threads:parallel skip "$out" ;;' in script
 
 
+def test_threads_under_a_gil_are_never_seen_running_at_once() -> None:
+    """The check's proof of parallel threads cannot be fooled by a GIL: with this (GIL)
+    interpreter on two CPUs, no two stretches of different threads ran at the same moment,
+    however the host's load made the timings look; the check fails (exit 1), as it must for
+    a runtime whose threads are serialised."""
+    cpus = os.sched_getaffinity(0)
+    assert len(cpus) >= 2, "the machines this project runs on have 2 cores"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _parallel_snippet()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        preexec_fn=lambda: os.sched_setaffinity(0, set(sorted(cpus)[:2])),
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "or 0 moments of two threads running at once" in result.stdout, result.stdout
+    assert "GIL enabled after: True" in result.stdout
+
+
 def _edit_record(directory: Path, name: str, verification: dict[str, Any]) -> None:
     path = directory / name.replace(".tar.zst", ".json")
     record = json.loads(path.read_text())
