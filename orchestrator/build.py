@@ -47,6 +47,8 @@ class BuildOptions:
     transfer: Transfer = "auto"
     # Overrides the profile's timeout_minutes (matrix.yaml) for every cell of the run.
     timeout_minutes: float | None = None
+    # Required verification checks that may be skipped (--allow-skip; verify/required.py).
+    allowed_skips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +252,7 @@ def _verify(
         log_path=layout.logs / f"{cell.id}.verify.log",
         transfer=options.transfer,
         stack_packages=cell.stack.run_packages_for([cell.python.parsed]),
+        allowed_skips=options.allowed_skips,
     )
 
 
@@ -308,7 +311,11 @@ def _package(
     # failed verification is recorded there too, and publishing refuses such a record.
     write_json_atomic(metadata_path, record)
     raise_for_failures(report, what=cell.id)
-    progress(f"verified: {len(report.checks)} checks passed in {report.seconds:.0f} s")
+    skipped = f", {len(report.skips)} skipped" if report.skips else ""
+    progress(
+        f"verified: {sum(c.ok for c in report.checks)} checks passed{skipped} "
+        f"in {report.seconds:.0f} s"
+    )
     progress(f"archive {archive.size / 1e6:.1f} MB, sha256 {archive.sha256[:16]}...")
     return BuildResult(
         cell=cell,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix, load_matrix
 from orchestrator.redact import redact
@@ -108,6 +109,31 @@ def timeout_option(command: F) -> F:
         metavar="MINUTES",
         help="Kill a cell's build container after this long and fail the cell "
         "(default: the profile's timeout_minutes in matrix.yaml).",
+    )(command)
+
+
+def _allowed_skips(
+    _context: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    from orchestrator.verify.required import check_allowed_skips
+
+    try:
+        return check_allowed_skips(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def allow_skip_option(command: F) -> F:
+    """--allow-skip CHECK, shared by `build`, `nightly` and `verify`."""
+    return click.option(
+        "--allow-skip",
+        "allowed_skips",
+        multiple=True,
+        metavar="CHECK",
+        callback=_allowed_skips,
+        help="Let a required verification check be skipped, e.g. threads:parallel on a "
+        "one-CPU host (repeatable; the record lists the skips allowed). Without it, a "
+        "required check that was skipped fails the verification.",
     )(command)
 
 

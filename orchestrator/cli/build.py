@@ -12,6 +12,7 @@ from orchestrator.cli.app import (
     DEFAULT_CELL,
     Context,
     FiniteRange,
+    allow_skip_option,
     cell_progress,
     cli,
     memory_option,
@@ -56,6 +57,7 @@ from orchestrator.cli.publish import publish_cells
     is_flag=True,
     help="With --publish: skip a cell whose published fingerprint equals its own.",
 )
+@allow_skip_option
 @publish_options
 @pass_context
 def build(
@@ -73,6 +75,7 @@ def build(
     then_publish: bool,
     skip_unchanged: bool,
     engine: tuple[str, ...],
+    allowed_skips: tuple[str, ...],
     **target: Any,
 ) -> None:
     """Build CELLS (ids or glob selectors) end to end; with --publish, publish each.
@@ -103,6 +106,7 @@ def build(
         extra_ca=ca_bundle,
         limits=Limits(cpus=cpus, memory_bytes=int(memory_gb * 1024**3) if memory_gb else None),
         timeout_minutes=timeout_minutes,
+        allowed_skips=allowed_skips,
     )
     published: dict[str, str] = {}
     if then_publish:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from orchestrator.cli.app import (
     Context,
+    allow_skip_option,
     cli,
     memory_option,
     pass_context,
@@ -73,6 +74,7 @@ from orchestrator.fsutil import check_output_file
     "machine's memory split over --jobs)."
 )
 @timeout_option
+@allow_skip_option
 @publish_options
 @pass_context
 def nightly(
@@ -89,6 +91,7 @@ def nightly(
     transfer: str,
     memory_gb: float | None,
     timeout_minutes: float | None,
+    allowed_skips: tuple[str, ...],
     **target: Any,
 ) -> None:
     """Rebuild what changed in the matrix (or SELECTORS), publish it, skip the rest.
@@ -141,6 +144,7 @@ def nightly(
             extra_ca=ca_bundle,
             transfer=transfer,  # type: ignore[arg-type]
             timeout_minutes=timeout_minutes,
+            allowed_skips=allowed_skips,
         ),
         machine,
         jobs,

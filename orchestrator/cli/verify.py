@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from orchestrator.cli.app import Context, cell_progress, cli, pass_context
+from orchestrator.cli.app import Context, allow_skip_option, cell_progress, cli, pass_context
 from orchestrator.errors import VerificationError
 
 
@@ -26,8 +26,16 @@ from orchestrator.errors import VerificationError
     show_default="number of cores",
     help="make -j for --rebuild.",
 )
+@allow_skip_option
 @pass_context
-def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: int) -> None:
+def verify(
+    context: Context,
+    /,
+    targets: tuple[str, ...],
+    rebuild: bool,
+    jobs: int,
+    allowed_skips: tuple[str, ...],
+) -> None:
     """Verify runtimes: ARCHIVE paths (.tar.zst, with their .json beside them) or CELL ids
     and globs (their archives in OUT/artifacts). Builds run this automatically.
 
@@ -40,13 +48,21 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
     ends in RecursionError; venv with bundled pip works offline (skipped without the
     wheel); Py_ENABLE_SHARED is 1 and sysconfig carries none of our build flags; the ABI
     tag and the GIL are the variant's (a free-threaded runtime, bin/python3.Xt: GIL off at
-    start, and CPU-bound threads run in parallel, under 0.8x the serial time). In the
+    start, and CPU-bound threads run in parallel: under 0.8x the serial time, or seen
+    running at the same moment, which a GIL makes impossible). In the
     builder image: a C extension and an embedding program build against the runtime. On
     the host: no RPATH/RUNPATH but $ORIGIN/../lib on the executable, every ELF file
     stripped, no static libpython; build-host paths in the tree are reported.
 
     With --rebuild: the cell is built again from the same inputs and the two archives are
     compared; differing members are listed with what differs (size, content, mode, mtime).
+
+    \b
+    A skipped check is not a passed one. Required of every runtime: extract, exec:python3,
+    abi:tag, gil:state, sysconfig:relocated, recursion:thread, cext:import, embed:run; of a
+    profile that ships pip (or its wheel): venv:pip; of a free-threaded runtime:
+    threads:parallel. A required check that was skipped (e.g. threads:parallel on a
+    one-CPU host) or never reported fails, unless --allow-skip names it.
     """
     from packaging.version import Version
 
@@ -118,6 +134,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
                 [Version(record["version"])]
             ),
             audit=audit,
+            allowed_skips=allowed_skips,
         )
         for line in summary_lines(report):
             click.echo(line)

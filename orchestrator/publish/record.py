@@ -10,9 +10,16 @@ file name the cell gives, and with each other).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from orchestrator.errors import PublishError
 from orchestrator.matrix import Cell, VariantName
@@ -31,8 +38,27 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
+class SkippedCheck(_Open):
+    check: str
+    required: bool
+    allowed: bool
+
+
 class Verification(_Open):
     ok: bool
+    # Records from before skips were recorded have none.
+    skipped: list[SkippedCheck] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _required_checks_ran(self) -> Self:
+        """A skipped check proves nothing: a record claiming ok with a required check skipped
+        and not allowed (an edited record) is not publishable."""
+        bad = [s.check for s in self.skipped if s.required and not s.allowed]
+        if self.ok and bad:
+            raise ValueError(
+                f"ok is true, but the required check {bad[0][:60]} was skipped and not allowed"
+            )
+        return self
 
 
 class SourceRecord(_Open):

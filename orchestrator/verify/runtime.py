@@ -22,7 +22,10 @@ Four vantage points (five for a JIT build), every check reported by name:
    trips and recursion checks pass with it on (named jit:...).
 
 The container side is recipe/verify-runtime.sh; it prints `CHECK <name> ok|fail|skip <detail>`
-lines that are parsed here. A failed verification raises VerificationError (exit code 9).
+lines that are parsed here. A skipped check is not a passed one: the checks a runtime must pass
+are declared per variant and profile (verify/required.py), and a verification where one of them
+was skipped or never reported fails, unless the caller allowed that skip by name. A failed
+verification raises VerificationError (exit code 9).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from orchestrator.matrix import Arch, VariantName
 from orchestrator.safetar import RUNTIME_LIMITS, Limits
 from orchestrator.sandbox import confinement, sandbox_user
 from orchestrator.verify.elfaudit import BUILD_PATH_MARKERS, ArchiveScan, ElfInfo, scan_archive
+from orchestrator.verify.required import required_checks_of
 
 VERIFY_SCRIPT = "verify-runtime.sh"
 # Bounds for each verification container. A fast stage takes about a minute and a few hundred
@@ -84,6 +88,8 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+    # Reported as skipped: it did not run (`ok` is False), `detail` says why.
+    skipped: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,14 +103,41 @@ class VerificationReport:
     hardening: dict[str, Any] = field(default_factory=dict)  # hardening_summary of the audit
     seconds: float = 0.0
     log_path: Path | None = None
+    # Checks that must be reported and pass (verify/required.py), and the required checks the
+    # caller allowed to be skipped (--allow-skip).
+    required: tuple[str, ...] = ()
+    allowed_skips: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return all(check.ok for check in self.checks)
+        return not self.failures
+
+    @property
+    def skips(self) -> list[CheckResult]:
+        return [check for check in self.checks if check.skipped]
 
     @property
     def failures(self) -> list[CheckResult]:
-        return [check for check in self.checks if not check.ok]
+        """Failed checks, required checks that were skipped (unless allowed), and required
+        checks that were never reported."""
+        failed = [check for check in self.checks if not check.ok and not check.skipped]
+        for check in self.skips:
+            if check.name in self.required and check.name not in self.allowed_skips:
+                failed.append(
+                    CheckResult(
+                        name=check.name,
+                        ok=False,
+                        detail=f"required, but skipped: {check.detail} "
+                        f"(--allow-skip {check.name} accepts that)",
+                    )
+                )
+        reported = {check.name for check in self.checks}
+        failed.extend(
+            CheckResult(name=name, ok=False, detail="required, but never reported")
+            for name in self.required
+            if name not in reported
+        )
+        return failed
 
     def metadata_fields(self) -> dict[str, Any]:
         """What the archive's metadata record keeps of this verification; `ok` is what
@@ -114,8 +147,20 @@ class VerificationReport:
             "run_image_packages": dict(sorted(self.package_versions.items())),
             "verification": {
                 "ok": self.ok,
-                "failures": [f"{c.name}: {c.detail}" for c in self.checks if not c.ok],
+                "failures": [f"{c.name}: {c.detail}" for c in self.failures],
                 "checks": len(self.checks),
+                "required": list(self.required),
+                # Every skip with its reason; a required one passes only when allowed.
+                "skipped": [
+                    {
+                        "check": c.name,
+                        "reason": c.detail,
+                        "required": c.name in self.required,
+                        "allowed": c.name in self.allowed_skips,
+                    }
+                    for c in self.skips
+                ],
+                "allowed_skips": list(self.allowed_skips),
                 "warnings": list(self.warnings),
                 "seconds": round(self.seconds, 1),
             }
@@ -147,9 +192,11 @@ def parse_script_output(text: str) -> ScriptOutput:
             status, _, detail = rest.partition(" ")
             if not name or status not in {"ok", "fail", "skip"}:
                 continue
-            if status == "skip":
-                detail = f"skipped: {detail}"
-            checks.append(CheckResult(name=name, ok=status != "fail", detail=detail.strip()))
+            checks.append(
+                CheckResult(
+                    name=name, ok=status == "ok", detail=detail.strip(), skipped=status == "skip"
+                )
+            )
         elif kind == "PACKAGE":
             package = rest.split(" ", 1)[0]
             if package:
@@ -487,7 +534,12 @@ def _run_stage(
     log: TextIO,
     build_prefix: str | None = None,
     timeout_seconds: float = STAGE_TIMEOUT_SECONDS,
+    memory_bytes: int = STAGE_MEMORY_BYTES,
 ) -> ScriptOutput:
+    """Run one stage of verify-runtime.sh in a fresh container of `image`, bounded by
+    `timeout_seconds` and `memory_bytes` (no swap beyond it); the container is removed
+    whatever happens. A stage that ran over its time, was OOM-killed anywhere (even a child
+    process the script outlived), or stopped before its end fails as `script:<stage>`."""
     # A path the runtime has never seen, different for every run and stage (on /tmp: the
     # only place the unprivileged verify user may write).
     prefix = f"/tmp/rt-{secrets.token_hex(8)}"
@@ -516,7 +568,9 @@ def _run_stage(
                 str(RECIPE_DIR): {"bind": "/farm/recipe", "mode": "ro"},
             },
             **confinement(
-                sandbox_user(), tmpfs_bytes=STAGE_TMPFS_BYTES, memory_bytes=STAGE_MEMORY_BYTES
+                sandbox_user(),
+                tmpfs_bytes=min(STAGE_TMPFS_BYTES, memory_bytes),
+                memory_bytes=memory_bytes,
             ),
             platform=arch.docker_platform,
             detach=True,
@@ -551,22 +605,30 @@ def _run_stage(
         log.write("# stderr\n" + stderr)
     log.write(f"# stage {stage}: exit {code} after {time.monotonic() - started:.1f} s\n")
     output = parse_script_output(stdout)
-    if code != 0 or not output.done:
+    stopped = code != 0 or not output.done
+    if stopped or out_of_memory:
         tail = " | ".join(line.strip() for line in stderr.splitlines()[-3:] if line.strip())
+        memory = f"ran out of memory ({_size(memory_bytes)} limit)"
         if timed_out:
-            why = f"timed out after {timeout_seconds / 60:g} min (killed)"
+            why = f"stopped early (timed out after {timeout_seconds / 60:g} min (killed))"
+        elif out_of_memory and stopped:
+            why = f"stopped early ({memory})"
         elif out_of_memory:
-            why = f"ran out of memory ({STAGE_MEMORY_BYTES / 1024**3:g} GiB limit)"
+            # The kernel killed a process of the stage and the script went on: what that
+            # process was checking did not run to its end.
+            why = f"{memory}: the kernel killed a process of it"
         else:
-            why = f"exit {code}"
+            why = f"stopped early (exit {code})"
         output.checks.append(
             CheckResult(
-                name=f"script:{stage}",
-                ok=False,
-                detail=f"{VERIFY_SCRIPT} {stage} stopped early ({why}): {tail}",
+                name=f"script:{stage}", ok=False, detail=f"{VERIFY_SCRIPT} {stage} {why}: {tail}"
             )
         )
     return output
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024**3:g} GiB" if count >= 1024**3 else f"{count / 1024**2:g} MiB"
 
 
 def _copy_in(container: Container, archive: Path) -> None:
@@ -680,19 +742,23 @@ def verify_archive(
     stack_packages: Sequence[str] = (),
     audit: HostAudit | None = None,
     consumer_image: str | None = None,
+    allowed_skips: Sequence[str] = (),
 ) -> VerificationReport:
     """Run every check on `archive`; never raises for a failed check (see raise_for_failures).
 
     `metadata` is the archive's record (metadata.build_record): its major/minor and arch say
-    what to expect and its sha256 must match the archive. `audit` is audit_archive's result
-    when the caller ran it already. Raises DockerError when the engine cannot run the
-    containers, VerificationError when the archive cannot be read at all and
-    UnsafeArchiveError (before any container starts) when it holds what `tar -x` must not
-    unpack.
+    what to expect and its sha256 must match the archive; its variant and profile say which
+    checks are required (verify/required.py). `allowed_skips` names required checks that may
+    be skipped (already checked by required.check_allowed_skips); the report records them.
+    `audit` is audit_archive's result when the caller ran it already. Raises DockerError
+    when the engine cannot run the containers, VerificationError when the archive cannot be
+    read at all and UnsafeArchiveError (before any container starts) when it holds what
+    `tar -x` must not unpack.
     """
     started = time.monotonic()
     arch = Arch(metadata["arch"])
     major_minor = runtime_ldversion(metadata)
+    required = required_checks_of(metadata)
     cell_id = str(metadata.get("cell") or archive.name)
     # Bind mounts need the engine on this machine; a remote one (ssh://...) gets copies.
     copy = transfer == "copy" or (transfer == "auto" and not is_local_engine(client))
@@ -743,19 +809,29 @@ def verify_archive(
             cell_id=cell_id,
         )
         seconds = time.monotonic() - started
-        log.write(f"# {sum(c.ok for c in checks)}/{len(checks)} checks passed in {seconds:.1f} s\n")
+        report = VerificationReport(
+            checks=checks,
+            runtime_packages=sorted(packages),
+            package_versions=package_versions,
+            warnings=warnings,
+            needed={e.name: list(e.needed) for e in scan.elves},
+            hardening=hardening_summary(scan.elves, major_minor=major_minor),
+            seconds=seconds,
+            log_path=log_path,
+            required=required,
+            allowed_skips=tuple(sorted(set(allowed_skips))),
+        )
+        log.write(
+            f"# {sum(c.ok for c in checks)}/{len(checks)} checks passed, "
+            f"{len(report.skips)} skipped, in {seconds:.1f} s\n"
+        )
+        log.write(f"# required: {' '.join(required)}\n")
+        for failure in report.failures:
+            if failure.name in required:
+                log.write(f"# required {failure.name}: {failure.detail}\n")
         for warning in warnings:
             log.write(f"# warning: {warning}\n")
-    return VerificationReport(
-        checks=checks,
-        runtime_packages=sorted(packages),
-        package_versions=package_versions,
-        warnings=warnings,
-        needed={e.name: list(e.needed) for e in scan.elves},
-        hardening=hardening_summary(scan.elves, major_minor=major_minor),
-        seconds=seconds,
-        log_path=log_path,
-    )
+    return report
 
 
 def jit_built(metadata: dict[str, Any]) -> bool:
@@ -814,14 +890,33 @@ def _checksum_check(archive: Path, expected: object) -> CheckResult:
     return CheckResult(name="archive:sha256", ok=True, detail=actual)
 
 
+def _status(check: CheckResult) -> str:
+    return "ok" if check.ok else "skip" if check.skipped else "fail"
+
+
 def _format_check(check: CheckResult) -> str:
-    return f"CHECK {check.name} {'ok' if check.ok else 'fail'} {check.detail}\n"
+    return f"CHECK {check.name} {_status(check)} {check.detail}\n"
 
 
 def summary_lines(report: VerificationReport) -> Iterable[str]:
     """Human-readable lines for the CLI: one per check, then warnings and packages."""
+    failed = {check.name for check in report.failures}
     for check in report.checks:
-        yield f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}"
+        if check.skipped:
+            why = (
+                "required, allowed by --allow-skip"
+                if check.name in report.allowed_skips
+                else "REQUIRED"
+                if check.name in failed
+                else "optional"
+            )
+            yield f"skip {check.name}: {check.detail} [{why}]"
+        else:
+            yield f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}"
+    reported = {check.name for check in report.checks}
+    for name in report.required:
+        if name not in reported:
+            yield f"FAIL {name}: required, but never reported"
     for warning in report.warnings:
         yield f"warning: {warning}"
     yield f"runtime packages: {' '.join(report.runtime_packages) or '(none)'}"

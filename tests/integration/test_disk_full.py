@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,11 +13,11 @@ from orchestrator.cellbuild import leftover_containers
 from orchestrator.errors import OutputError, PackagingError
 from orchestrator.fsutil import write_atomic
 from tests.integration.support import E2E_CELL, E2EBuild, run_cli
+from tests.privileged import mount_tmpfs, unmount
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.getuid() != 0, reason="mounting a small tmpfs needs root"),
-]
+# Mounting a small tmpfs needs root: as root, or through sudo (tests/privileged.py); never
+# skipped.
+pytestmark = [pytest.mark.integration]
 
 SmallDisk = Callable[[int], Path]
 
@@ -31,15 +29,13 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     def mount(megabytes: int) -> Path:
         where = tmp_path / f"disk{len(mounts)}"
         where.mkdir()
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)], check=True
-        )
+        mount_tmpfs(where, megabytes)
         mounts.append(where)
         return where
 
     yield mount
     for where in mounts:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+        unmount(where)
 
 
 def _fill(disk: Path) -> None:

@@ -13,10 +13,14 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
+from docker import DockerClient
 
+from orchestrator.errors import VerificationError
+from orchestrator.sandbox import confinement
 from tests.integration.support import E2E_CELL, E2E_CELL_T, REPO_ROOT, E2EBuild, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -78,13 +82,15 @@ def test_the_free_threaded_runtime_is_built_and_verified(
     checks = _checks(build, E2E_CELL_T)
     assert checks["gil:state"].startswith("ok Py_GIL_DISABLED=1 sys._is_gil_enabled()=False")
     assert checks["abi:tag"].startswith("ok sys.abiflags='t'")
-    # ok: threads ran in parallel. The only other outcome a good runtime may have is the skip
-    # the check reports when the host's CPUs were busy in every try (a shared machine).
+    # ok: threads ran in parallel. A skip (one CPU, or the host's CPUs busy in every try)
+    # would have failed the build: threads:parallel is required of a free-threaded runtime.
     parallel = checks["threads:parallel"]
-    assert parallel.startswith("ok ") or (
-        parallel.startswith("skip ") and "host CPUs busy in every try" in parallel
-    ), parallel
+    assert parallel.startswith("ok "), parallel
     assert "serial" in parallel and "parallel" in parallel
+    assert "threads:parallel" in record["verification"]["required"]
+    assert record["verification"]["skipped"] == [] or not any(
+        s["required"] for s in record["verification"]["skipped"]
+    )
     # The C extension is built for the t ABI and leaves the GIL off; the rest of the list ran.
     assert "313t ABI, GIL still disabled" in checks["cext:import"]
     for name in ("cext:compile", "embed:run", "ldd", "sysconfig:relocated",
@@ -92,6 +98,53 @@ def test_the_free_threaded_runtime_is_built_and_verified(
                  "bin:entries"):  # fmt: skip
         assert checks[name].startswith("ok"), (name, checks[name])
     assert not [n for n, c in checks.items() if c.startswith("fail")]
+
+
+def test_one_cpu_skips_threads_parallel_saying_so_and_fails_the_verification(
+    e2e_build_freethreaded: E2EBuild,
+    docker_client: DockerClient,
+    run_image_debian12: str,
+    builder_image_debian12: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real runtime in a verification container pinned to one CPU (as on a one-CPU host):
+    threads:parallel is skipped with the true reason (one CPU, not a busy host), and that
+    skip fails the verification unless allowed by name; the record says it was allowed."""
+    from orchestrator.verify import runtime
+
+    def one_cpu(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {**confinement(*args, **kwargs), "cpuset_cpus": "0"}
+
+    monkeypatch.setattr(runtime, "confinement", one_cpu)
+    record = json.loads(e2e_build_freethreaded.metadata.read_text())
+    kwargs: dict[str, Any] = {
+        "archive": e2e_build_freethreaded.archive,
+        "metadata": record,
+        "run_image": run_image_debian12,
+        "builder_image": builder_image_debian12,
+        "expected_modules": record["expected_modules"],
+    }
+    report = runtime.verify_archive(docker_client, **kwargs, log_path=tmp_path / "a.log")
+    (skip,) = [c for c in report.checks if c.name == "threads:parallel"]
+    assert skip.skipped and "busy" not in skip.detail, skip.detail
+    host = os.cpu_count() or 1
+    one = "host has 1 CPU" if host == 1 else f"may use 1 of {host} host CPUs"
+    assert one in skip.detail, skip.detail
+    assert [f.name for f in report.failures] == ["threads:parallel"]
+    with pytest.raises(VerificationError, match=r"threads:parallel .*required, but skipped"):
+        runtime.raise_for_failures(report, what=E2E_CELL_T)
+
+    allowed = runtime.verify_archive(
+        docker_client, **kwargs, log_path=tmp_path / "b.log", allowed_skips=["threads:parallel"]
+    )
+    assert allowed.ok, allowed.failures
+    fields = allowed.metadata_fields()["verification"]
+    assert fields["allowed_skips"] == ["threads:parallel"]
+    assert {"check": "threads:parallel", "required": True, "allowed": True}.items() <= fields[
+        "skipped"
+    ][0].items()
+    assert not runtime.leftover_verify_containers(docker_client, owner_pid=os.getpid())
 
 
 def test_the_default_runtime_keeps_its_gil(e2e_build: E2EBuild) -> None:

@@ -3,8 +3,6 @@ stops root too) is one line and exit 13; what was published before stays consist
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,21 +10,20 @@ import pytest
 import yaml
 
 from tests.integration.support import REPO_ROOT, run_cli
+from tests.privileged import as_root, mount_tmpfs, unmount
 from tests.publish_support import make_artifact
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.getuid() != 0, reason="mounting a tmpfs needs root"),
-]
+# Mounting a tmpfs needs root: as root, or through sudo (tests/privileged.py); never skipped.
+pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
 def store_mount(tmp_path: Path) -> Iterator[Path]:
     where = tmp_path / "store"
     where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)], check=True)
+    mount_tmpfs(where, 8)
     yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    unmount(where)
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -47,7 +44,7 @@ def test_a_read_only_store_is_one_line_exit_13(tmp_path: Path, store_mount: Path
     first = run_cli([*base, "publish", "3.13.5-debian-12-amd64"], timeout=120)
     assert first.returncode == 0, first.stderr
 
-    subprocess.run(["mount", "-o", "remount,ro", str(store_mount)], check=True)
+    as_root(["mount", "-o", "remount,ro", str(store_mount)])
     before = _snapshot(store_mount)
     second = run_cli([*base, "publish", "3.13.5-debian-13-amd64"], timeout=120)
     errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]

@@ -139,6 +139,12 @@ def test_the_e2e_runtime_passes(
         "meson:pkgconfig-import",
     } | {f"import:{module}" for module in metadata["expected_modules"]}
     assert expected <= names, expected - names
+    # Passed, not skipped: the fast profile ships pip's wheel, so venv:pip is required, and
+    # every required check was reported and passed (a skip of one would fail report.ok).
+    assert "venv:pip" in report.required and set(report.required) <= names
+    assert all(c.ok for c in report.checks if c.name in report.required)
+    assert metadata["verification"]["required"] == list(report.required)
+    assert [s for s in metadata["verification"]["skipped"] if s["required"]] == []
     # The build recorded the same hardening: every linked ELF file hardened, and libpython
     # compiled with the stack protector and _FORTIFY_SOURCE (matrix.yaml build_flags).
     hardening = metadata["verification"]["hardening"]
@@ -154,6 +160,48 @@ def test_the_e2e_runtime_passes(
     assert all(":" not in package for package in report.runtime_packages)
     assert "libpython3.13.so.1.0" in report.needed["bin/python3.13"]
     assert report.log_path is not None and "CHECK ldd ok" in report.log_path.read_text()
+
+
+def test_a_skipped_required_check_fails_the_real_verification(
+    e2e_build: E2EBuild,
+    metadata: dict[str, Any],
+    docker_client: DockerClient,
+    run_image_debian12: str,
+    builder_image_debian12: str,
+    tmp_path: Path,
+) -> None:
+    """Without pip's wheel the real script skips venv:pip; the fast profile promises a venv
+    with pip, so that skip fails the verification, naming the check and the script's reason,
+    unless --allow-skip venv:pip allowed it."""
+
+    def no_wheel(tree: Path) -> None:
+        for wheel in (tree / "lib/python3.13/ensurepip/_bundled").glob("*.whl"):
+            wheel.unlink()
+
+    archive, record = _broken(e2e_build, metadata, tmp_path, no_wheel)
+    kwargs: dict[str, Any] = {
+        "archive": archive,
+        "metadata": record,
+        "run_image": run_image_debian12,
+        "builder_image": builder_image_debian12,
+        "expected_modules": record["expected_modules"],
+    }
+    report = verify_archive(docker_client, **kwargs, log_path=tmp_path / "a.log")
+    assert not report.ok
+    assert [(f.name, f.detail) for f in report.failures] == [
+        ("venv:pip", "required, but skipped: no ensurepip wheel in the runtime "
+                     "(--allow-skip venv:pip accepts that)")
+    ]  # fmt: skip
+    assert "venv:pip" in _failure_message(report)
+    allowed = verify_archive(
+        docker_client, **kwargs, log_path=tmp_path / "b.log", allowed_skips=["venv:pip"]
+    )
+    assert allowed.ok
+    assert allowed.metadata_fields()["verification"]["skipped"] == [
+        {"check": "venv:pip", "reason": "no ensurepip wheel in the runtime",
+         "required": True, "allowed": True}
+    ]  # fmt: skip
+    assert not leftover_verify_containers(docker_client, owner_pid=os.getpid())
 
 
 def test_a_missing_module_fails_naming_it(
@@ -314,7 +362,9 @@ def test_relocation_left_undone_fails_naming_the_checks(
         log_path=tmp_path / "verify.log",
     )
     message = _failure_message(report)
-    failed = {check.name for check in report.checks if not check.ok}
+    # Failures only: a skip the stack's tools report (meson:python-setup on Debian 12) is not
+    # one, unless it is of a required check.
+    failed = {check.name for check in report.failures}
     if left == "pc":
         assert failed == {
             "relocate:build-prefix",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli import cli, main
 
 
 @pytest.fixture
@@ -19,10 +21,29 @@ def project(tmp_path: Path, repo_root: Path) -> Path:
     return tmp_path
 
 
+def _registered_commands() -> list[str]:
+    """Every command on the click group: a new one is covered without editing this test."""
+    return cli.list_commands(click.Context(cli))
+
+
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("render", "plan", "fetch", "build"):
-        assert main([command, "--help"]) == 0
-        assert "Usage: orchestrator " + command in capsys.readouterr().out
+    commands = _registered_commands()
+    assert len(commands) >= 9, commands
+    for command in commands:
+        assert main([command, "--help"]) == 0, command
+        out = capsys.readouterr().out
+        assert out.startswith("Usage: orchestrator " + command + " "), (command, out[:200])
+        help_text = cli.commands[command].help
+        assert help_text and help_text.strip(), f"{command} has no help text"
+        assert help_text.strip().split()[0] in out, command
+
+
+def test_the_readme_lists_every_command(repo_root: Path) -> None:
+    """README's CLI table (every command has --help) names exactly the registered ones."""
+    readme = (repo_root / "README.md").read_text()
+    table = readme.split("## The CLI", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([a-z][a-z-]*)[ `]", table, re.MULTILINE)
+    assert sorted(listed) == sorted(_registered_commands())
 
 
 def test_plan_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ import pytest
 from orchestrator import sandbox
 from orchestrator.sandbox import SANDBOX_UID, SandboxUser, confinement, sandbox_user, take_back
 from orchestrator.watchdog import Watchdog
+from tests.privileged import as_root, is_root, python_as_root, remove_as_root
 
 
 def test_root_caller_gets_the_fixed_unprivileged_uid(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,18 +47,36 @@ def test_a_scratch_dir_replaces_the_tmpfs(tmp_path: Path) -> None:
     assert "tmpfs" not in options
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="mapping ownership back needs root")
+# take_back only acts when the farm runs as root (it hands the sandbox uid's files back): these
+# run it as root, through sudo when the tests do not run as root (tests/privileged.py).
+TAKE_BACK = (
+    "import sys; from pathlib import Path; "
+    "from orchestrator.sandbox import SANDBOX_UID, SandboxUser, take_back; "
+    "take_back(Path(sys.argv[1]), SandboxUser(SANDBOX_UID, SANDBOX_UID))"
+)
+
+
+def _take_back_as_root(tree: Path) -> None:
+    if is_root():
+        take_back(tree, SandboxUser(SANDBOX_UID, SANDBOX_UID))
+    else:
+        python_as_root(TAKE_BACK, str(tree))
+
+
 def test_take_back_returns_a_tree_to_the_caller(tmp_path: Path) -> None:
     tree = tmp_path / "prefix"
     (tree / "bin").mkdir(parents=True)
     (tree / "bin" / "python3").write_text("x")
     (tree / "bin" / "python").symlink_to("python3")
-    user = SandboxUser(SANDBOX_UID, SANDBOX_UID)
-    for path in (tree, tree / "bin", tree / "bin" / "python3", tree / "bin" / "python"):
-        os.lchown(path, SANDBOX_UID, SANDBOX_UID)
-    take_back(tree, user)
-    for path in (tree, tree / "bin", tree / "bin" / "python3", tree / "bin" / "python"):
-        assert path.lstat().st_uid == 0
+    paths = (tree, tree / "bin", tree / "bin" / "python3", tree / "bin" / "python")
+    try:
+        as_root(["chown", "-hR", f"{SANDBOX_UID}:{SANDBOX_UID}", str(tree)])
+        assert all(path.lstat().st_uid == SANDBOX_UID for path in paths)
+        _take_back_as_root(tree)
+        for path in paths:
+            assert path.lstat().st_uid == 0
+    finally:
+        remove_as_root(tree)
 
 
 def test_watchdog_kills_at_the_deadline() -> None:
@@ -90,22 +109,20 @@ def test_watchdog_without_limits_starts_no_thread() -> None:
         assert threading.active_count() == before
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="mapping ownership back needs root")
 def test_take_back_walks_a_tree_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
-    from orchestrator.fsutil import remove_tree
-
     tree = tmp_path / "prefix"
     tree.mkdir()
     here = os.open(tree, os.O_RDONLY)
     for _ in range(1500):
         os.mkdir("d", dir_fd=here)
-        os.chown("d", SANDBOX_UID, SANDBOX_UID, dir_fd=here)
         below = os.open("d", os.O_RDONLY, dir_fd=here)
         os.close(here)
         here = below
     try:
-        take_back(tree, SandboxUser(SANDBOX_UID, SANDBOX_UID))
+        as_root(["chown", "-R", f"{SANDBOX_UID}:{SANDBOX_UID}", str(tree)])
+        assert os.fstat(here).st_uid == SANDBOX_UID
+        _take_back_as_root(tree)
         assert os.fstat(here).st_uid == 0  # the deepest directory
     finally:
         os.close(here)
-        remove_tree(tree)
+        remove_as_root(tree)

