@@ -93,7 +93,7 @@ def utc_now() -> str:
 
 
 def load_artifact(
-    artifacts_dir: Path, archive_name: str, *, expect: Mapping[str, str] | None = None
+    artifacts_dir: Path, archive_name: str, *, expect: Mapping[str, str | None] | None = None
 ) -> LocalArtifact:
     """The cell's local artifact set, checked complete, consistent and describing
     `archive_name`; `expect` (e.g. the cell's version, stack and arch) must match the record."""
@@ -434,7 +434,8 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
             uv_docs[uv_key_name] = (
                 parse_document(store.describe(uv_key_name), uv_found[0]) if uv_found else {}
             )
-        uv_name = uv_key(entry)  # the variant's key: cpython-3.13.5+freethreaded-...
+        # The variant's and level's own key: cpython-3.13.5+freethreaded-..., ...-x86_64_v3-gnu
+        uv_name = uv_key(entry)
         uv_entry = uv_docs[uv_key_name].get(uv_name)
         uv_where = store.describe(uv_key_name)
         if uv_entry is None:
@@ -451,7 +452,7 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
 
 def _entry_damage(entry: dict[str, Any]) -> str | None:
     """What is wrong with a manifest entry check_published relies on, or None."""
-    from orchestrator.publish.manifests import UV_ARCH, UV_VARIANT
+    from orchestrator.publish.manifests import UV_ARCH, UV_ARCH_VARIANT, UV_VARIANT
 
     for name in ("version", "stack", "sha256"):
         if not isinstance(entry.get(name), str):
@@ -463,4 +464,7 @@ def _entry_damage(entry: dict[str, Any]) -> str | None:
         return f"has an unknown 'arch' {str(entry.get('arch'))[:20]!r}"
     if entry.get("variant", "default") not in UV_VARIANT:
         return f"has an unknown 'variant' {str(entry.get('variant'))[:20]!r}"
+    level = entry.get("cpu_level")
+    if level is not None and (level not in UV_ARCH_VARIANT or UV_ARCH[entry["arch"]] != "x86_64"):
+        return f"has an unknown 'cpu_level' {str(level)[:20]!r}"
     return None

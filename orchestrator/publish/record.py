@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from orchestrator.errors import PublishError
-from orchestrator.matrix import Cell, VariantName
+from orchestrator.matrix import Cell, CpuLevel, VariantName
 from orchestrator.publish.manifests import UV_ARCH
 
 _NAME = r"^[a-z0-9][a-z0-9.-]{0,39}$"
@@ -57,6 +57,8 @@ class ArtifactRecord(_Open):
     distro: Name
     distro_version: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9.]{0,15}$")]
     arch: Literal[tuple(UV_ARCH)]  # type: ignore[valid-type]
+    # Records from before CPU levels, and baseline runtimes, have none.
+    cpu_level: Literal[tuple(v.value for v in CpuLevel)] | None = None  # type: ignore[valid-type]
     profile: Name
     sha256: Sha256
     size: Annotated[int, Field(gt=0)]
@@ -67,13 +69,14 @@ class ArtifactRecord(_Open):
     fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
-def cell_identity(cell: Cell) -> dict[str, str]:
+def cell_identity(cell: Cell) -> dict[str, str | None]:
     """What a cell's record must say about itself."""
     return {
         "version": cell.version,
         "variant": cell.variant.value,
         "stack": cell.stack_name,
         "arch": cell.arch.value,
+        "cpu_level": cell.cpu_level.value if cell.cpu_level else None,
     }
 
 
@@ -88,7 +91,8 @@ def validate_record(raw: Any, *, archive_name: str, where: str) -> dict[str, Any
         field = ".".join(str(part) for part in first["loc"]) or "record"
         raise PublishError(f"{where}: {field}: {first['msg']}", hint=_REBUILD) from None
     label = f"{record.version}{VariantName(record.variant).abi_suffix}"
-    expected = f"python-{label}-{record.distro}-{record.distro_version}-{record.arch}"
+    arch = f"{record.arch}{record.cpu_level or ''}"
+    expected = f"python-{label}-{record.distro}-{record.distro_version}-{arch}"
     problems = []
     if record.name != archive_name:
         problems.append(f"name {record.name} is not {archive_name}")
@@ -102,7 +106,7 @@ def validate_record(raw: Any, *, archive_name: str, where: str) -> dict[str, Any
             f"{where} does not describe {archive_name}: {'; '.join(problems)}",
             hint="publish a record only beside the archive it was built with; rebuild the cell",
         )
-    return {**raw, "variant": record.variant}
+    return {**raw, "variant": record.variant, "cpu_level": record.cpu_level}
 
 
 _REBUILD = "the cell's .json is damaged or edited; rebuild the cell, nothing was published"
