@@ -42,9 +42,7 @@ def publish(context: Context, /, cells: tuple[str, ...], **target: Any) -> None:
     # every built cell: CPU level cells too, which selections otherwise leave out.
     candidates = context.matrix.select(cells) if cells else context.matrix.cells()
     selected = [
-        cell
-        for cell in candidates
-        if (artifacts / cell.archive_name).is_file() or cell.id in cells
+        cell for cell in candidates if (artifacts / cell.archive_name).is_file() or cell.id in cells
     ]
     if not selected:
         raise FarmError(

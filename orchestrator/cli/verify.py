@@ -26,8 +26,23 @@ from orchestrator.errors import VerificationError
     show_default="number of cores",
     help="make -j for --rebuild.",
 )
+@click.option(
+    "--allow-skip",
+    "allow_skips",
+    multiple=True,
+    type=click.Choice(["cpu:level"]),
+    help="Pass although this check was skipped. cpu:level: a runtime built for an x86-64 "
+    "level verified on a machine without it (its container checks cannot run there).",
+)
 @pass_context
-def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: int) -> None:
+def verify(
+    context: Context,
+    /,
+    targets: tuple[str, ...],
+    rebuild: bool,
+    jobs: int,
+    allow_skips: tuple[str, ...],
+) -> None:
     """Verify runtimes: ARCHIVE paths (.tar.zst, with their .json beside them) or CELL ids
     and globs (their archives in OUT/artifacts). Builds run this automatically.
 
@@ -44,6 +59,12 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
     builder image: a C extension and an embedding program build against the runtime. On
     the host: no RPATH/RUNPATH but $ORIGIN/../lib on the executable, every ELF file
     stripped, no static libpython; build-host paths in the tree are reported.
+
+    A runtime built for an x86-64 level (cell ...-amd64v3) also needs that level's ISA
+    marker on every ELF file (elf:isa-level); its container checks run only where the
+    engine's CPU has the level (cpu:level). Elsewhere they are reported as skipped with the
+    missing CPU features, and the runtime is not verified (exit 9) unless --allow-skip
+    cpu:level.
 
     With --rebuild: the cell is built again from the same inputs and the two archives are
     compared; differing members are listed with what differs (size, content, mode, mtime).
@@ -98,6 +119,7 @@ def verify(context: Context, /, targets: tuple[str, ...], rebuild: bool, jobs: i
                 [Version(record["version"])]
             ),
             audit=audit,
+            allow_skips=allow_skips,
         )
         for line in summary_lines(report):
             click.echo(line)

@@ -457,3 +457,267 @@ def test_publish_without_cells_takes_built_level_cells_too(
     err = capsys.readouterr().err
     assert "python-3.13.5-debian-12-amd64v4.tar.zst: not in the manifest" in err
     assert "python-3.13.5-debian-12-amd64v3.tar.zst:" not in err
+
+
+# --- the machine's CPU: builds refuse, verification skips with the reason ------------------
+
+# /proc/cpuinfo of a Nehalem-class CPU (x86-64-v2, no AVX) and of one with AVX-512 (v4), as
+# Linux prints them (two processors each; the flags line is what is read).
+NEHALEM_FLAGS = (
+    "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr "
+    "sse sse2 ht syscall nx rdtscp lm constant_tsc rep_good nopl xtopology cpuid pni ssse3 cx16 "
+    "sse4_1 sse4_2 x2apic popcnt hypervisor lahf_lm"
+)
+V4_FLAGS = NEHALEM_FLAGS + (
+    " avx avx2 bmi1 bmi2 f16c fma abm movbe xsave avx512f avx512dq avx512cd avx512bw avx512vl"
+)
+
+
+def _cpuinfo(flags: str) -> str:
+    return "".join(
+        f"processor\t: {n}\nvendor_id\t: GenuineIntel\nmodel name\t: test\nflags\t\t: {flags}\n"
+        "bugs\t\t: spectre_v1\n\n"
+        for n in range(2)
+    )
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    from orchestrator.verify.cpulevel import host_cpu_flags, parse_cpu_flags
+
+    flags = parse_cpu_flags(_cpuinfo(NEHALEM_FLAGS))
+    assert {"sse4_2", "popcnt", "lahf_lm"} <= flags and "avx" not in flags
+    assert "spectre_v1" not in flags  # the `bugs` line is not a feature
+    # Only what every processor reports counts.
+    mixed = _cpuinfo(V4_FLAGS).replace(V4_FLAGS, NEHALEM_FLAGS, 1)
+    assert "avx2" not in parse_cpu_flags(mixed)
+    assert parse_cpu_flags("processor : 0\nFeatures : fp asimd\n") == frozenset()  # arm64
+    path = tmp_path / "cpuinfo"
+    path.write_text(_cpuinfo(V4_FLAGS))
+    assert host_cpu_flags(path) == parse_cpu_flags(_cpuinfo(V4_FLAGS))
+    assert host_cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_what_a_cpu_lacks_is_named() -> None:
+    from orchestrator.verify.cpulevel import lacks, parse_cpu_flags
+
+    nehalem = parse_cpu_flags(_cpuinfo(NEHALEM_FLAGS))
+    assert lacks(CpuLevel.V2, nehalem) is None
+    assert lacks(CpuLevel.V3, nehalem) == (
+        "host CPU lacks x86-64-v3: avx, avx2, bmi1, bmi2, f16c, fma, abm, movbe, xsave"
+    )
+    assert lacks(CpuLevel.V4, nehalem).startswith("host CPU lacks x86-64-v4: avx, avx2")  # type: ignore[union-attr]
+    v4 = parse_cpu_flags(_cpuinfo(V4_FLAGS))
+    assert all(lacks(level, v4) is None for level in CpuLevel)
+    v3 = v4 - {"avx512bw", "avx512vl"}
+    assert lacks(CpuLevel.V4, v3) == "host CPU lacks x86-64-v4: avx512bw, avx512vl"
+
+
+def test_a_level_cell_is_not_built_where_its_level_cannot_run(repo_root: Path) -> None:
+    from orchestrator.verify.cpulevel import HostCpuError, parse_cpu_flags, require_level
+
+    matrix = load_matrix(repo_root / "matrix.yaml")
+    nehalem = parse_cpu_flags(_cpuinfo(NEHALEM_FLAGS))
+    require_level(matrix.cell("3.13.5-debian-12-amd64"), frozenset())  # baseline: no check
+    require_level(matrix.cell("3.13.5-debian-12-amd64v2"), nehalem)
+    with pytest.raises(HostCpuError) as info:
+        require_level(matrix.cell("3.13.5-debian-12-amd64v3"), nehalem)
+    message = str(info.value)
+    assert info.value.exit_code == 7 and "\n" not in message
+    assert message.startswith(
+        "3.13.5-debian-12-amd64v3 is built for x86-64-v3, and the build's host CPU lacks "
+        "x86-64-v3: avx, avx2"
+    )
+    assert "build it on an amd64 machine with x86-64-v3" in message
+
+
+def _isa_elf(name: str, isa: int, linked: bool = True) -> Any:
+    from orchestrator.verify.elfaudit import ElfInfo
+    from orchestrator.verify.elfharden import ElfHardening
+
+    hardening = ElfHardening(
+        linked=linked, gnu_stack=True, exec_stack=False, wx_load=False, relro=True,
+        dynamic=True, bind_now=True, textrel=False, stack_protector=True, fortified=("x",),
+    )  # fmt: skip
+    return ElfInfo(
+        name=name, machine="EM_X86_64", needed=(), rpath=(), runpath=(), has_symtab=False,
+        hardening=hardening, x86_isa_needed=isa,
+    )  # fmt: skip
+
+
+def test_every_linked_file_must_carry_the_level() -> None:
+    from orchestrator.verify.runtime import isa_level_check
+
+    # ld marks baseline (1) from crt files plus the level: 5 for v3.
+    good = [_isa_elf("bin/python3.13", 5), _isa_elf("lib/libpython3.13.so.1.0", 4)]
+    check = isa_level_check([*good, _isa_elf("lib/python3.13/config-3.13/python.o", 0, False)],
+                            CpuLevel.V3)  # fmt: skip
+    assert check.ok and check.detail == "2 files: GNU_PROPERTY_X86_ISA_1_NEEDED has x86-64-v3"
+    bad = isa_level_check([*good, _isa_elf("lib/python3.13/lib-dynload/_ssl.so", 1)], CpuLevel.V3)
+    assert not bad.ok and "lib-dynload/_ssl.so" in bad.detail and "1 of 3 files" in bad.detail
+    # A v3 marker is not a v4 one.
+    assert not isa_level_check(good, CpuLevel.V4).ok
+    assert not isa_level_check([], CpuLevel.V3).ok
+
+
+def test_the_audit_checks_the_marker_only_for_level_runtimes() -> None:
+    from orchestrator.matrix import Arch
+    from orchestrator.verify.elfaudit import ArchiveScan
+    from orchestrator.verify.runtime import audit_checks
+
+    elves = (_isa_elf("bin/python3.13", 1), _isa_elf("lib/libpython3.13.so.1.0", 1))
+    scan = ArchiveScan(
+        members=("bin", "include", "lib", *(e.name for e in elves)), elves=elves,
+        unreadable_elves=(), static_libs=(), build_path_hits=(),
+    )  # fmt: skip
+    baseline = audit_checks(scan, major_minor="3.13", arch=Arch.AMD64)
+    assert "elf:isa-level" not in {c.name for c in baseline}
+    level = audit_checks(scan, major_minor="3.13", arch=Arch.AMD64, cpu_level=CpuLevel.V3)
+    assert [c.ok for c in level if c.name == "elf:isa-level"] == [False]
+
+
+class _Container:
+    def __init__(self, calls: list[list[str]], command: list[str]) -> None:
+        self.calls, self.command = calls, command
+        self.attrs: dict[str, Any] = {"State": {"OOMKilled": False}}
+
+    def start(self) -> None:
+        self.calls.append(self.command)
+
+    def wait(self, timeout: float | None = None) -> dict[str, int]:
+        return {"StatusCode": 0}
+
+    def reload(self) -> None:
+        pass
+
+    def logs(self, *, stdout: bool, stderr: bool) -> bytes:
+        if not stdout:
+            return b""
+        if self.command[:2] == ["bash", "/farm/recipe/verify-runtime.sh"]:
+            return f"CHECK {self.command[2]}:ran ok yes\nDONE {self.command[2]}\n".encode()
+        return b""  # the package query
+
+    def remove(self, *, force: bool) -> None:
+        pass
+
+
+class _Engine:
+    """Records the containers verification starts; each stage reports one passing check."""
+
+    def __init__(self) -> None:
+        self.started: list[list[str]] = []
+        engine = self
+
+        class Containers:
+            def create(self, image: str, **kwargs: Any) -> _Container:
+                return _Container(engine.started, list(kwargs["command"]))
+
+        self.containers = Containers()
+
+
+def _verify_level(tmp_path: Path, flags: str, **kwargs: Any) -> tuple[Any, _Engine]:
+    from orchestrator.verify.elfaudit import ArchiveScan
+    from orchestrator.verify.runtime import HostAudit, verify_archive
+
+    archive = tmp_path / "python-3.13.5-debian-12-amd64v4.tar.zst"
+    archive.write_bytes(b"not read: the audit is given")
+    engine = _Engine()
+    scan = ArchiveScan(members=(), elves=(), unreadable_elves=(), static_libs=(),
+                       build_path_hits=())  # fmt: skip
+    report = verify_archive(
+        engine,  # type: ignore[arg-type]
+        archive=archive,
+        metadata={
+            "cell": "3.13.5-debian-12-amd64v4",
+            "arch": "amd64",
+            "major": 3,
+            "minor": 13,
+            "cpu_level": "v4",
+        },
+        run_image="run",
+        builder_image="builder",
+        consumer_image="consumer",
+        expected_modules=["ssl"],
+        log_path=tmp_path / "verify.log",
+        transfer="bind",
+        audit=HostAudit(checks=[], scan=scan, warnings=[]),
+        cpu_flags=lambda: frozenset(flags.split()),
+        **kwargs,
+    )
+    return report, engine
+
+
+def test_verification_runs_everything_on_a_machine_with_the_level(tmp_path: Path) -> None:
+    report, engine = _verify_level(tmp_path, V4_FLAGS)
+    stages = [c[2] for c in engine.started if c[0] == "bash"]
+    assert stages == ["runtime", "extension", "consumers"]
+    checks = {c.name: c for c in report.checks}
+    assert checks["cpu:level"].ok and checks["cpu:level"].detail.startswith(
+        "host CPU has x86-64-v4 (cx16 lahf_lm"
+    )
+    assert {"runtime:ran", "extension:ran", "consumers:ran"} <= set(checks)
+    assert report.ok
+
+
+def test_verification_skips_what_cannot_run_and_says_why(tmp_path: Path) -> None:
+    from orchestrator.errors import VerificationError
+    from orchestrator.verify.runtime import raise_for_failures
+
+    report, engine = _verify_level(tmp_path, NEHALEM_FLAGS)
+    # No stage container started (the runtime cannot start on this CPU); nothing crashed.
+    assert not [c for c in engine.started if c[0] == "bash"]
+    checks = {c.name: c for c in report.checks}
+    why = "host CPU lacks x86-64-v4: avx, avx2"
+    assert not checks["cpu:level"].ok
+    assert checks["cpu:level"].detail.startswith(
+        "skipped: not verified (verify on a machine with x86-64-v4, or --allow-skip cpu:level): "
+        f"{why}"
+    )
+    assert "the runtime, extension, consumers checks cannot run here" in checks["cpu:level"].detail
+    for stage in ("runtime", "extension", "consumers"):
+        assert checks[f"stage:{stage}"].detail.startswith(f"skipped: {why}")
+    # A check that did not run did not pass: the runtime is not verified on this machine...
+    assert not report.ok
+    with pytest.raises(
+        VerificationError,
+        match=r"cpu:level \(skipped: not verified \(verify on a machine with x86-64-v4",
+    ) as info:
+        raise_for_failures(report, what="3.13.5-debian-12-amd64v4")
+    assert "--allow-skip cpu:level" in str(info.value)
+    log = (tmp_path / "verify.log").read_text()
+    assert "CHECK cpu:level fail skipped: not verified" in log
+    assert "CHECK stage:runtime ok skipped: host CPU lacks x86-64-v4: avx, avx2" in log
+    # ...unless the operator allows that skip.
+    allowed, _ = _verify_level(tmp_path, NEHALEM_FLAGS, allow_skips=["cpu:level"])
+    assert allowed.ok
+    level = next(c for c in allowed.checks if c.name == "cpu:level")
+    assert level.detail.startswith(f"skipped: allowed by the caller: {why}")
+
+
+def test_a_baseline_runtime_never_reads_the_cpu(tmp_path: Path) -> None:
+    from orchestrator.verify.elfaudit import ArchiveScan
+    from orchestrator.verify.runtime import HostAudit, verify_archive
+
+    archive = tmp_path / "python-3.13.5-debian-12-amd64.tar.zst"
+    archive.write_bytes(b"x")
+    scan = ArchiveScan(members=(), elves=(), unreadable_elves=(), static_libs=(),
+                       build_path_hits=())  # fmt: skip
+
+    def no(_: Any = None) -> frozenset[str]:
+        raise AssertionError("a baseline runtime's verification read the CPU's features")
+
+    report = verify_archive(
+        _Engine(),  # type: ignore[arg-type]
+        archive=archive,
+        metadata={"arch": "amd64", "major": 3, "minor": 13, "cpu_level": None},
+        run_image="run", builder_image="builder", expected_modules=[],
+        log_path=tmp_path / "verify.log", transfer="bind",
+        audit=HostAudit(checks=[], scan=scan, warnings=[]), cpu_flags=no,
+    )  # fmt: skip
+    assert "cpu:level" not in {c.name for c in report.checks}
+
+
+def test_verify_cli_offers_the_cpu_level_skip_only() -> None:
+    from orchestrator.cli.verify import verify
+
+    option = next(p for p in verify.params if p.name == "allow_skips")
+    assert option.multiple and list(option.type.choices) == ["cpu:level"]  # type: ignore[attr-defined]
