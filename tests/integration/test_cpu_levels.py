@@ -190,6 +190,16 @@ def test_uv_installs_the_v3_runtime_by_key_beside_the_baseline(
     baseline_lib = installs / BASELINE_KEY / "lib" / "libpython3.13.so.1.0"
     assert _ymm_instructions(baseline_lib) == 0
 
+    # Why a level is published only beside its baseline twin: listed alone, it is what a plain
+    # request installs on any x86_64 host (uv lets every level of a family run).
+    alone = tmp_path / "v3-alone.json"
+    alone.write_text(json.dumps({V3_KEY: uv_doc[V3_KEY]}))
+    lone = {**uv_env("alone"), "UV_PYTHON_DOWNLOADS_JSON_URL": alone.as_uri()}
+    install = uv_run(lone, "python", "install", "3.13.5")
+    assert install.returncode == 0, install.stderr
+    installs = tmp_path / "alone" / "pythons"
+    assert sorted(p.name for p in installs.iterdir() if not p.name.startswith(".")) == [V3_KEY]
+
 
 def _in_run_image(
     client: DockerClient, image: str, tree: Path, command: list[str]

@@ -721,3 +721,45 @@ def test_verify_cli_offers_the_cpu_level_skip_only() -> None:
 
     option = next(p for p in verify.params if p.name == "allow_skips")
     assert option.multiple and list(option.type.choices) == ["cpu:level"]  # type: ignore[attr-defined]
+
+
+def test_a_remote_engines_cpu_is_read_in_a_container_there() -> None:
+    from orchestrator.matrix import Arch
+    from orchestrator.verify.cpulevel import engine_cpu_flags
+
+    created: list[dict[str, Any]] = []
+
+    class Container:
+        removed = False
+
+        def start(self) -> None:
+            pass
+
+        def wait(self, timeout: float | None = None) -> dict[str, int]:
+            return {"StatusCode": 0}
+
+        def logs(self, *, stdout: bool, stderr: bool) -> bytes:
+            return _cpuinfo(NEHALEM_FLAGS).encode() if stdout else b""
+
+        def remove(self, *, force: bool) -> None:
+            Container.removed = True
+
+    class Containers:
+        def create(self, image: str, **kwargs: Any) -> Container:
+            created.append({"image": image, **kwargs})
+            return Container()
+
+    class Api:
+        base_url = "http://arm64-builder:2375"  # not the local socket: another machine
+
+    class Client:
+        api = Api()
+        containers = Containers()
+
+    flags = engine_cpu_flags(Client(), image="base", arch=Arch.AMD64, cell_id="c")  # type: ignore[arg-type]
+    assert "sse4_2" in flags and "avx2" not in flags
+    [seen] = created
+    assert seen["image"] == "base" and seen["command"] == ["cat", "/proc/cpuinfo"]
+    assert seen["network_disabled"] is True and seen["cap_drop"] == ["ALL"]
+    assert seen["platform"] == "linux/amd64" and seen["environment"] == {}
+    assert Container.removed
