@@ -57,6 +57,13 @@ def _unpack(archive: Path, into: Path) -> Path:
     return into
 
 
+def _installed(pythons: Path) -> list[str]:
+    """The installations in a UV_PYTHON_INSTALL_DIR: directories, not uv's minor-version
+    links (cpython-3.13-linux-x86_64_v3-gnu -> cpython-3.13.5-linux-x86_64_v3-gnu)."""
+    return sorted(p.name for p in pythons.iterdir() if p.is_dir() and not p.is_symlink()
+                  and not p.name.startswith("."))  # fmt: skip
+
+
 def _ymm_instructions(library: Path) -> int:
     """AVX/AVX2 instructions on ymm registers in `library`'s code: -march=x86-64-v3 emits
     them, the baseline (SSE2 only) never does."""
@@ -180,7 +187,7 @@ def test_uv_installs_the_v3_runtime_by_key_beside_the_baseline(
     install = uv_run(keyed, "python", "install", V3_KEY)
     assert install.returncode == 0, install.stderr
     installs = tmp_path / "keyed" / "pythons"
-    assert sorted(p.name for p in installs.iterdir() if not p.name.startswith(".")) == [V3_KEY]
+    assert _installed(installs) == [V3_KEY]
     run = uv_run(keyed, "run", "--no-project", "--python", V3_KEY, "python", "-c", probe)
     assert run.returncode == 0, run.stderr
     executable, version = run.stdout.split()
@@ -197,9 +204,7 @@ def test_uv_installs_the_v3_runtime_by_key_beside_the_baseline(
     install = uv_run(plain, "python", "install", "3.13.5")
     assert install.returncode == 0, install.stderr
     installs = tmp_path / "plain" / "pythons"
-    assert sorted(p.name for p in installs.iterdir() if not p.name.startswith(".")) == [
-        BASELINE_KEY
-    ]
+    assert _installed(installs) == [BASELINE_KEY]
     baseline_lib = installs / BASELINE_KEY / "lib" / "libpython3.13.so.1.0"
     assert _ymm_instructions(baseline_lib) == 0
 
@@ -211,7 +216,7 @@ def test_uv_installs_the_v3_runtime_by_key_beside_the_baseline(
     install = uv_run(lone, "python", "install", "3.13.5")
     assert install.returncode == 0, install.stderr
     installs = tmp_path / "alone" / "pythons"
-    assert sorted(p.name for p in installs.iterdir() if not p.name.startswith(".")) == [V3_KEY]
+    assert _installed(installs) == [V3_KEY]
 
 
 def _in_run_image(
