@@ -763,3 +763,19 @@ def test_a_remote_engines_cpu_is_read_in_a_container_there() -> None:
     assert seen["network_disabled"] is True and seen["cap_drop"] == ["ALL"]
     assert seen["platform"] == "linux/amd64" and seen["environment"] == {}
     assert Container.removed
+
+
+def test_the_sbom_names_the_level_only_when_there_is_one(tmp_path: Path) -> None:
+    from orchestrator.publish.sbom import build_sbom, validate_sbom
+
+    def cpython_properties(name: str) -> dict[str, str]:
+        raw = json.loads((tmp_path / name.replace(".tar.zst", ".json")).read_text())
+        text = build_sbom(raw, bundled=[], ships_pip_wheel=False)
+        validate_sbom(text, what="t")
+        component = next(c for c in json.loads(text)["components"] if c["bom-ref"] == "cpython")
+        return {p["name"]: p["value"] for p in component.get("properties", [])}
+
+    v3 = cpython_properties(make_artifact(tmp_path, cpu_level="v3"))
+    assert v3["python-farm:cpu-level"] == "v3"
+    baseline = cpython_properties(make_artifact(tmp_path))
+    assert "python-farm:cpu-level" not in baseline
