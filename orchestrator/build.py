@@ -32,6 +32,7 @@ from orchestrator.publish.store import sha256_hex
 from orchestrator.sources.bundled import bundled_components
 from orchestrator.sources.fetch import FetchedSource, fetch_source
 from orchestrator.sources.signatures import policy_for
+from orchestrator.verify.cpulevel import CpuFlagsReader, engine_cpu_flags, require_level
 from orchestrator.verify.runtime import VerificationReport, raise_for_failures, verify_archive
 
 Progress = Callable[[str], None]
@@ -49,6 +50,9 @@ class BuildOptions:
     timeout_minutes: float | None = None
     # Required verification checks that may be skipped (--allow-skip; verify/required.py).
     allowed_skips: tuple[str, ...] = ()
+    # Reads the CPU features of the machine the containers run on, for CPU level cells
+    # (verify/cpulevel.py); None: /proc/cpuinfo of the engine's machine. Tests inject one.
+    cpu_flags: CpuFlagsReader | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +133,18 @@ def build_cell(
     started = time.monotonic()
     prepared = prepared or prepare_cell(matrix, cell, client=client, options=options)
     spec = prepared.spec
+
+    # A CPU level cell is built where its level runs: the recipe runs the new interpreter.
+    if cell.cpu_level is not None:
+        flags = (
+            options.cpu_flags()
+            if options.cpu_flags is not None
+            else engine_cpu_flags(
+                client, image=prepared.builder.base_image, arch=cell.arch, cell_id=cell.id
+            )
+        )
+        require_level(cell, flags)
+        progress(f"the engine's CPU has {cell.cpu_level.march}")
 
     # Source first: a missing pin or a bad hash stops the cell before any container starts.
     source = fetch_source(
@@ -253,6 +269,7 @@ def _verify(
         transfer=options.transfer,
         stack_packages=cell.stack.run_packages_for([cell.python.parsed]),
         allowed_skips=options.allowed_skips,
+        cpu_flags=options.cpu_flags,
     )
 
 

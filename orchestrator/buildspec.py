@@ -89,17 +89,33 @@ def configure_args(cell: Cell, profile: Profile, *, jit: bool = False) -> tuple[
     return tuple(args)
 
 
+def make_flags(matrix: Matrix, cell: Cell) -> tuple[str, str]:
+    """(CFLAGS_NODIST, LDFLAGS_NODIST): matrix.yaml's build_flags, then, for a CPU level
+    cell, -march=x86-64-vN and -Wl,-z,x86-64-vN. Make-time only, like python-build-standalone's
+    -march but kept out of sysconfig (PBS puts it in CFLAGS): extensions users build with a
+    v3 runtime still run on any x86-64 CPU. A baseline cell's flags are exactly the matrix's."""
+    cflags = matrix.model.build_flags.extra_cflags
+    ldflags = matrix.model.build_flags.ldflags
+    if cell.cpu_level is None:
+        return cflags, ldflags
+    return (
+        f"{cflags} {cell.cpu_level.cflags}".strip(),
+        f"{ldflags} {cell.cpu_level.ldflags}".strip(),
+    )
+
+
 def build_spec(matrix: Matrix, cell: Cell, profile_name: str | None) -> BuildSpec:
     name, profile = matrix.profile(profile_name)
     jit = jit_enabled(cell, name, profile)
+    cflags, ldflags = make_flags(matrix, cell)
     return BuildSpec(
         cell=cell,
         profile_name=name,
         profile=profile,
         configure_args=configure_args(cell, profile, jit=jit),
         expected_modules=tuple(matrix.expected_modules(cell.python.parsed)),
-        extra_cflags=matrix.model.build_flags.extra_cflags,
-        ldflags=matrix.model.build_flags.ldflags,
+        extra_cflags=cflags,
+        ldflags=ldflags,
         install_prefix=install_prefix(cell, profile),
         jit=jit,
     )

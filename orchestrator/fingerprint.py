@@ -52,6 +52,9 @@ def fingerprint_inputs(
     # were before variants existed, so nothing already published reads as changed.
     if spec.cell.variant is not VariantName.DEFAULT:
         inputs["variant"] = spec.cell.variant.value
+    # Likewise only for CPU level cells (their flags differ too; the level says why).
+    if spec.cell.cpu_level is not None:
+        inputs["cpu_level"] = spec.cell.cpu_level.value
     return inputs
 
 

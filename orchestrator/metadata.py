@@ -94,6 +94,9 @@ def build_record(
         "codename": cell.stack.codename,
         "arch": cell.arch.value,
         "arch_uname": cell.arch.uname,
+        # The x86-64 level it was built for (v2, v3, v4; uv's arch variant), None: baseline.
+        # The name and cell carry it after the arch: python-3.13.5-debian-12-amd64v3.
+        "cpu_level": cell.cpu_level.value if cell.cpu_level else None,
         "libc": "gnu",
         "profile": spec.profile_name,
         "sha256": archive.sha256,

@@ -22,11 +22,12 @@ def make_artifact(
     built_at: str = "2026-11-24T10:00:00Z",
     variant: str = "default",
     fingerprint: str | None = None,
+    cpu_level: str | None = None,
 ) -> str:
     """Write archive + .sha256 + SBOM + .json for one cell into `directory`; return the name."""
     distro, distro_version = stack.split("-", 1)
     label = version + ("t" if variant == "freethreaded" else "")
-    name = f"python-{label}-{distro}-{distro_version}-{arch}.tar.zst"
+    name = f"python-{label}-{distro}-{distro_version}-{arch}{cpu_level or ''}.tar.zst"
     body = (
         content if size_bytes is None else (content * (size_bytes // len(content) + 1))[:size_bytes]
     )
@@ -39,6 +40,7 @@ def make_artifact(
         "name": name,
         "version": version,
         "variant": variant,
+        "cpu_level": cpu_level,
         "major": major,
         "minor": minor,
         "patch": patch,

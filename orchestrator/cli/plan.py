@@ -29,6 +29,8 @@ def plan(context: Context, selectors: tuple[str, ...], output_format: str) -> No
       orchestrator plan                          every cell
       orchestrator plan '3.13.*-debian-*-amd64'  3.13 on Debian stacks, amd64 (both variants)
       orchestrator plan '*t-debian-12-*'          the free-threaded cells of debian-12
+      orchestrator plan '3.13.5-*-amd64v3'        3.13.5 built for x86-64-v3 (CPU levels
+                                                 are left out unless a selector names one)
       orchestrator plan --format json '*-arm64'
     """
     cells = context.matrix.select(selectors)
@@ -46,7 +48,7 @@ def plan(context: Context, selectors: tuple[str, ...], output_format: str) -> No
     click.echo(f"{len(cells)} cell(s)", err=True)
 
 
-def _cell_json(cell: Cell) -> dict[str, str]:
+def _cell_json(cell: Cell) -> dict[str, str | None]:
     return {
         "id": cell.id,
         "version": cell.version,
@@ -55,5 +57,7 @@ def _cell_json(cell: Cell) -> dict[str, str]:
         "distro": cell.stack.distro,
         "distro_version": cell.stack.distro_version,
         "arch": cell.arch.value,
+        # v2, v3 or v4 for a runtime built for that x86-64 level (the id's amd64v3); None: baseline
+        "cpu_level": cell.cpu_level.value if cell.cpu_level else None,
         "archive": cell.archive_name,
     }

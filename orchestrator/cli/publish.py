@@ -38,11 +38,11 @@ def publish(context: Context, /, cells: tuple[str, ...], **target: Any) -> None:
     matrix.yaml `publish.bucket`), publishes to the local store OUT/publish.
     """
     artifacts = context.layout.artifacts
-    # Globs take the cells that are built; a cell named exactly must be built.
+    # Globs take the cells that are built; a cell named exactly must be built. Without CELLS,
+    # every built cell: CPU level cells too, which selections otherwise leave out.
+    candidates = context.matrix.select(cells) if cells else context.matrix.cells()
     selected = [
-        cell
-        for cell in context.matrix.select(cells)
-        if (artifacts / cell.archive_name).is_file() or cell.id in cells
+        cell for cell in candidates if (artifacts / cell.archive_name).is_file() or cell.id in cells
     ]
     if not selected:
         raise FarmError(

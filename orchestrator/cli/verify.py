@@ -54,6 +54,12 @@ def verify(
     the host: no RPATH/RUNPATH but $ORIGIN/../lib on the executable, every ELF file
     stripped, no static libpython; build-host paths in the tree are reported.
 
+    A runtime built for an x86-64 level (cell ...-amd64v3) also needs that level's ISA
+    marker on every ELF file (elf:isa-level); its container checks run only where the
+    engine's CPU has the level (cpu:level). Elsewhere they are reported as skipped with the
+    missing CPU features, and the runtime is not verified (exit 9) unless --allow-skip
+    cpu:level.
+
     With --rebuild: the cell is built again from the same inputs and the two archives are
     compared; differing members are listed with what differs (size, content, mode, mtime).
 

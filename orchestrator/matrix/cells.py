@@ -12,7 +12,9 @@ from packaging.version import Version
 
 from orchestrator.errors import ConfigError, SelectionError
 from orchestrator.matrix.schema import (
+    CPU_LEVEL_ARCH,
     Arch,
+    CpuLevel,
     MatrixModel,
     Profile,
     PythonSource,
@@ -24,7 +26,8 @@ from orchestrator.matrix.schema import (
 
 @dataclass(frozen=True, kw_only=True)
 class Cell:
-    """One build: a Python version in a variant on a stack for an arch."""
+    """One build: a Python version in a variant on a stack for an arch (and, for amd64,
+    optionally an x86-64 level above the baseline)."""
 
     python: PythonSource
     stack_name: str
@@ -32,6 +35,13 @@ class Cell:
     arch: Arch
     variant: VariantName = VariantName.DEFAULT
     variant_args: tuple[str, ...] = ()  # the variant's configure arguments
+    cpu_level: CpuLevel | None = None  # None: the arch's baseline
+
+    @property
+    def arch_label(self) -> str:
+        """The arch as ids and archive names spell it: amd64, or amd64v3 for a runtime built
+        for x86-64-v3 (Ubuntu's name for that architecture variant)."""
+        return self.arch.value + (self.cpu_level.value if self.cpu_level else "")
 
     @property
     def version(self) -> str:
@@ -51,13 +61,18 @@ class Cell:
 
     @property
     def id(self) -> str:
+        return f"{self.version_label}-{self.stack_name}-{self.arch_label}"
+
+    @property
+    def baseline_id(self) -> str:
+        """The id of the same cell at the arch's baseline (its own id when it is one)."""
         return f"{self.version_label}-{self.stack_name}-{self.arch.value}"
 
     @property
     def archive_stem(self) -> str:
         stack = self.stack
         return (
-            f"python-{self.version_label}-{stack.distro}-{stack.distro_version}-{self.arch.value}"
+            f"python-{self.version_label}-{stack.distro}-{stack.distro_version}-{self.arch_label}"
         )
 
     @property
@@ -99,46 +114,70 @@ class Matrix:
         )
 
     def cells(self) -> list[Cell]:
-        """Every cell of the matrix, minus excludes, in a stable order."""
+        """Every cell of the matrix, minus excludes, in a stable order (an amd64 cell's CPU
+        level cells right after it)."""
         result: list[Cell] = []
         variants = self.model.variants
+        cpu_levels = self.model.cpu_levels
         for python in sorted(self.model.pythons, key=lambda p: p.parsed):
+            levels: list[CpuLevel | None] = [None]
+            if cpu_levels is not None and cpu_levels.applies_to(python.parsed):
+                levels.extend(cpu_levels.levels)
             # Enum order (default first), not YAML order: ids keep a stable order.
             for variant in sorted(variants, key=list(VariantName).index):
                 if not variants[variant].applies_to(python.parsed):
                     continue
                 for stack_name, stack in self.model.stacks.items():
                     for arch in self.model.arches:
-                        if any(
-                            ex.matches(python.version, stack_name, arch.value, variant.value)
-                            for ex in self.model.excludes
-                        ):
-                            continue
-                        result.append(
-                            Cell(
-                                python=python,
-                                stack_name=stack_name,
-                                stack=stack,
-                                arch=arch,
-                                variant=variant,
-                                variant_args=tuple(variants[variant].configure_args),
+                        for level in levels if arch is CPU_LEVEL_ARCH else [None]:
+                            if any(
+                                ex.matches(
+                                    python.version,
+                                    stack_name,
+                                    arch.value,
+                                    variant.value,
+                                    level.value if level else "",
+                                )
+                                for ex in self.model.excludes
+                            ):
+                                continue
+                            result.append(
+                                Cell(
+                                    python=python,
+                                    stack_name=stack_name,
+                                    stack=stack,
+                                    arch=arch,
+                                    variant=variant,
+                                    variant_args=tuple(variants[variant].configure_args),
+                                    cpu_level=level,
+                                )
                             )
-                        )
         return result
 
     def select(self, selectors: Sequence[str]) -> list[Cell]:
-        """Cells whose id matches any glob selector; all cells when no selector is given."""
+        """Cells whose id matches any glob selector; all cells when no selector is given.
+
+        CPU level cells are opt-in unless `cpu_levels.nightly` is true: no selector takes
+        them, and a selector takes one only when it names the level, i.e. matches the level
+        cell's id and not its baseline twin's (`*-amd64v3` or the exact id, not `3.13.5-*`).
+        """
         cells = self.cells()
+        opt_in = self.model.cpu_levels is not None and not self.model.cpu_levels.nightly
         if not selectors:
-            return cells
+            return [c for c in cells if not (opt_in and c.cpu_level)]
         chosen: list[Cell] = []
         for selector in selectors:
-            matched = [c for c in cells if fnmatch.fnmatchcase(c.id, selector)]
+            matched = [
+                c
+                for c in cells
+                if fnmatch.fnmatchcase(c.id, selector)
+                and not (opt_in and c.cpu_level and fnmatch.fnmatchcase(c.baseline_id, selector))
+            ]
             if not matched:
                 raise SelectionError(
                     f"{selector!r} matches no cell of {self.path.name}",
                     hint="cell ids look like 3.13.5-debian-12-amd64 (3.13.5t-... for "
-                    "free-threaded); `orchestrator plan` lists them",
+                    "free-threaded, ...-amd64v3 for x86-64-v3); `orchestrator plan` lists them",
                 )
             chosen.extend(c for c in matched if c not in chosen)
         return chosen

@@ -700,27 +700,125 @@ def _variant_key(value: object) -> object:
     return value
 
 
+class CpuLevel(enum.StrEnum):
+    """x86-64 microarchitecture levels (the x86-64 psABI's x86-64-v2/v3/v4) an amd64 runtime
+    may be built for; a closed set, spelled as uv's ArchVariant (crates/uv-platform arch.rs)."""
+
+    V2 = "v2"
+    V3 = "v3"
+    V4 = "v4"
+
+    @property
+    def march(self) -> str:
+        """GCC's and ld's name of the level: -march=x86-64-v3, -z x86-64-v3."""
+        return f"x86-64-{self.value}"
+
+    @property
+    def cflags(self) -> str:
+        return f"-march={self.march}"
+
+    @property
+    def ldflags(self) -> str:
+        """Marks every linked file with GNU_PROPERTY_X86_ISA_1_NEEDED for the level, so
+        glibc's loader refuses it on an older CPU ("CPU ISA level is lower than required")
+        instead of the program dying of SIGILL later."""
+        return f"-Wl,-z,{self.march}"
+
+    @property
+    def isa_bit(self) -> int:
+        """The level's bit in GNU_PROPERTY_X86_ISA_1_NEEDED (binutils: baseline 1, v2 2,
+        v3 4, v4 8)."""
+        return 1 << (list(CpuLevel).index(self) + 1)
+
+    @property
+    def cpu_flags(self) -> tuple[str, ...]:
+        """What /proc/cpuinfo calls the features the level needs, its lower levels' included
+        (the psABI's lists; Linux spells SSE3 `pni`, LAHF-SAHF `lahf_lm`, LZCNT `abm` and
+        reports XSAVE only when the kernel enabled it, i.e. OSXSAVE)."""
+        flags: list[str] = []
+        for level in CpuLevel:
+            flags.extend(_LEVEL_FLAGS[level])
+            if level is self:
+                return tuple(flags)
+        raise AssertionError(self)  # pragma: no cover
+
+    def missing_flags(self, host_flags: Iterable[str]) -> list[str]:
+        """The features of this level `host_flags` lacks (empty: the host has the level)."""
+        have = set(host_flags)
+        return [flag for flag in self.cpu_flags if flag not in have]
+
+
+_LEVEL_FLAGS: dict[CpuLevel, tuple[str, ...]] = {
+    CpuLevel.V2: ("cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"),
+    CpuLevel.V3: ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"),
+    CpuLevel.V4: ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"),
+}
+
+
+class CpuLevelSettings(_Strict):
+    """`cpu_levels`: amd64 runtimes built again for newer x86-64 levels, beside the baseline
+    one (cell 3.13.5-debian-12-amd64v3, uv key cpython-3.13.5-linux-x86_64_v3-gnu)."""
+
+    levels: list[CpuLevel] = Field(min_length=1)
+    nightly: StrictBool = Field(
+        default=False,
+        description="false: `plan`, `nightly` and `check-manifest` leave the level cells out "
+        "unless a selector names them (matches a level cell and not its baseline twin)",
+    )
+    python: str | None = Field(
+        default=None, description="PEP 440 specifier of the versions built at these levels"
+    )
+    description: str = ""
+
+    _check_python = field_validator("python")(classmethod(lambda cls, v: _parse_specifier(v)))
+
+    @field_validator("levels")
+    @classmethod
+    def _unique_levels(cls, levels: list[CpuLevel]) -> list[CpuLevel]:
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"a level is listed twice: {[level.value for level in levels]}")
+        return sorted(levels, key=list(CpuLevel).index)
+
+    def applies_to(self, version: Version) -> bool:
+        return _version_matches(self.python, version)
+
+
+# The only arch with CPU levels: x86-64's psABI defines them; uv reads them for x86_64 only.
+CPU_LEVEL_ARCH = Arch.AMD64
+
+
 class Exclude(_Strict):
     python: str = "*"
     stack: str = "*"
     arch: str = "*"
     variant: str = "*"
+    # A glob over the CPU level (v2, v3, v4); a baseline cell's level is "", which only "*"
+    # matches, so `cpu_level: "v*"` removes level cells and leaves their baseline twins.
+    cpu_level: str = "*"
     reason: str = ""
 
     @model_validator(mode="after")
     def _says_something(self) -> Self:
-        if (self.python, self.stack, self.arch, self.variant) == ("*", "*", "*", "*"):
-            raise ValueError("an exclude needs at least one of python, stack, arch, variant")
+        if (self.python, self.stack, self.arch, self.variant, self.cpu_level) == ("*",) * 5:
+            raise ValueError(
+                "an exclude needs at least one of python, stack, arch, variant, cpu_level"
+            )
         return self
 
     def matches(
-        self, version: str, stack: str, arch: str, variant: str = VariantName.DEFAULT.value
+        self,
+        version: str,
+        stack: str,
+        arch: str,
+        variant: str = VariantName.DEFAULT.value,
+        cpu_level: str = "",
     ) -> bool:
         return (
             fnmatch.fnmatchcase(version, self.python)
             and fnmatch.fnmatchcase(stack, self.stack)
             and fnmatch.fnmatchcase(arch, self.arch)
             and fnmatch.fnmatchcase(variant, self.variant)
+            and fnmatch.fnmatchcase(cpu_level, self.cpu_level)
         )
 
 
@@ -740,6 +838,10 @@ class MatrixModel(_Strict):
     ] = Field(
         default_factory=_default_variants,
         description="build variants (default, freethreaded); without the key: default only",
+    )
+    cpu_levels: CpuLevelSettings | None = Field(
+        default=None,
+        description="x86-64 levels amd64 runtimes are also built for; without the key: none",
     )
     excludes: list[Exclude] = Field(default_factory=list)
     expected_modules: Annotated[
@@ -773,20 +875,28 @@ class MatrixModel(_Strict):
             raise ValueError("arches: an arch is listed twice")
         for name, settings in self.variants.items():
             self._check_variant(name, settings)
+        if self.cpu_levels is not None and CPU_LEVEL_ARCH not in self.arches:
+            raise ValueError(
+                f"cpu_levels: x86-64 levels apply to {CPU_LEVEL_ARCH.value} cells only, and "
+                f"arches has no {CPU_LEVEL_ARCH.value}"
+            )
         for index, exclude in enumerate(self.excludes):
             self._check_exclude(index, exclude)
         self._check_variant_excluded_once()
         if not any(
-            not any(e.matches(p.version, stack, arch.value, v.value) for e in self.excludes)
-            for p, v in self.python_variants()
-            for stack in self.stacks
-            for arch in self.arches
+            not any(e.matches(*key) for e in self.excludes)
+            for key in self.cell_keys()
+            if not key[4]  # a level cell alone is not a matrix: its baseline twin must stay
         ):
             raise ValueError("excludes remove every cell of the matrix")
         missing = [arch.value for arch in self.arches if arch not in self.runners]
         if missing:
             raise ValueError(f"runners: no runner label for arch {', '.join(missing)}")
         return self
+
+    def levels(self) -> list[CpuLevel]:
+        """The CPU levels amd64 cells are also built for (none without `cpu_levels`)."""
+        return list(self.cpu_levels.levels) if self.cpu_levels is not None else []
 
     def python_variants(self) -> list[tuple[PythonSource, VariantName]]:
         """Every (python, variant) pair the variants' specifiers admit, before excludes."""
@@ -822,28 +932,43 @@ class MatrixModel(_Strict):
                 f'">={minimum.major}.{minimum.minor}")'
             )
 
+    def cell_keys(self) -> list[tuple[str, str, str, str, str]]:
+        """(version, stack, arch, variant, cpu level) of every cell before excludes; the
+        level is "" for the baseline cell and v2/v3/v4 for the amd64 cells built again."""
+        keys: list[tuple[str, str, str, str, str]] = []
+        for python, variant in self.python_variants():
+            levels = [""]
+            if self.cpu_levels is not None and self.cpu_levels.applies_to(python.parsed):
+                levels.extend(level.value for level in self.cpu_levels.levels)
+            for stack in self.stacks:
+                for arch in self.arches:
+                    for level in levels if arch is CPU_LEVEL_ARCH else [""]:
+                        keys.append((python.version, stack, arch.value, variant.value, level))
+        return keys
+
     def _check_variant_excluded_once(self) -> None:
-        """An exclude naming a variant must remove something the ones before it did not: a
-        second one for the same cells is a copy-paste slip that hides what was meant."""
-        cells = [
-            (p.version, stack, arch.value, v.value)
-            for p, v in self.python_variants()
-            for stack in self.stacks
-            for arch in self.arches
-        ]
+        """An exclude naming a variant or a CPU level must remove something the ones before it
+        did not: a second one for the same cells is a copy-paste slip that hides what was
+        meant."""
+        cells = self.cell_keys()
         for index, exclude in enumerate(self.excludes):
-            if exclude.variant == "*":
+            if exclude.variant == "*" and exclude.cpu_level == "*":
                 continue
+            what = (
+                f"variant {exclude.variant!r}"
+                if exclude.cpu_level == "*"
+                else f"cpu_level {exclude.cpu_level!r}"
+            )
             mine = [c for c in cells if exclude.matches(*c)]
             if not mine:
                 raise ValueError(
-                    f"excludes[{index}]: names no cell: variant {exclude.variant!r} has none "
+                    f"excludes[{index}]: names no cell: {what} has none "
                     f"for python {exclude.python!r}, stack {exclude.stack!r}, arch {exclude.arch!r}"
                 )
             for earlier_index, earlier in enumerate(self.excludes[:index]):
                 if all(earlier.matches(*c) for c in mine):
                     raise ValueError(
-                        f"excludes[{index}]: variant {exclude.variant!r} is excluded twice: "
+                        f"excludes[{index}]: {what} is excluded twice: "
                         f"excludes[{earlier_index}] already removes every cell it names"
                     )
 
@@ -853,10 +978,11 @@ class MatrixModel(_Strict):
             ("arch", exclude.arch, [a.value for a in self.arches]),
             ("python", exclude.python, [p.version for p in self.pythons]),
             ("variant", exclude.variant, [v.value for v in self.variants]),
+            ("cpu_level", exclude.cpu_level, [level.value for level in self.levels()]),
         )
         for field_name, pattern, known in checks:
-            if not fnmatch.filter(known, pattern):
+            if pattern != "*" and not fnmatch.filter(known, pattern):
                 raise ValueError(
                     f"excludes[{index}].{field_name}: {pattern!r} matches no {field_name} "
-                    f"in the matrix (known: {', '.join(known)})"
+                    f"in the matrix (known: {', '.join(known) or 'none'})"
                 )

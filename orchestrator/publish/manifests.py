@@ -22,6 +22,11 @@ UV_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 # `+freethreaded` after the version in its key (cpython-3.13.5+freethreaded-linux-x86_64-gnu);
 # the default variant is null there and absent from the key.
 UV_VARIANT: dict[str, str | None] = {"default": None, "freethreaded": "freethreaded"}
+# uv's spelling of a CPU level, from crates/uv-platform/src/arch.rs (ArchVariant's FromStr and
+# Display: "v2", "v3", "v4"; x86_64 only) and crates/uv-python/src/downloads.rs (JsonArch
+# {family, variant}; parse_json_downloads joins them as `{family}_{variant}`): the entry's
+# arch is {"family": "x86_64", "variant": "v3"} and its key cpython-3.13.5-linux-x86_64_v3-gnu.
+UV_ARCH_VARIANT: dict[str, str] = {"v2": "v2", "v3": "v3", "v4": "v4"}
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -90,6 +95,8 @@ def manifest_entry(
         "published_at": published_at,
         # Only on runtimes built with the experimental JIT available (PYTHON_JIT=1 turns it on).
         **({"jit": True} if record.get("jit") is True else {}),
+        # Only on runtimes built for an x86-64 level above the baseline (v2, v3, v4).
+        **({"cpu_level": record["cpu_level"]} if record.get("cpu_level") else {}),
     }
 
 
@@ -108,17 +115,37 @@ def uv_variant(record: dict[str, Any]) -> str | None:
     return UV_VARIANT[variant]
 
 
+def uv_arch_variant(record: dict[str, Any]) -> str | None:
+    """uv's arch variant of the runtime's CPU level; None for a baseline one."""
+    level = record.get("cpu_level")
+    if level is None:
+        return None
+    if level not in UV_ARCH_VARIANT or UV_ARCH.get(record.get("arch", "")) != "x86_64":
+        raise PublishError(
+            f"{record.get('name')}: cpu_level {level!r} on arch {record.get('arch')!r} has no "
+            "uv spelling (uv reads v2, v3 and v4 for x86_64 only)"
+        )
+    return UV_ARCH_VARIANT[level]
+
+
+def uv_arch(record: dict[str, Any]) -> str:
+    """The arch part of uv's key: x86_64, aarch64, or x86_64_v3 (Arch's Display)."""
+    variant = uv_arch_variant(record)
+    family = UV_ARCH[record["arch"]]
+    return f"{family}_{variant}" if variant else family
+
+
 def uv_key(record: dict[str, Any]) -> str:
     version = record["version"]
     variant = uv_variant(record)
     suffix = f"+{variant}" if variant else ""
-    return f"cpython-{version}{suffix}-linux-{UV_ARCH[record['arch']]}-gnu"
+    return f"cpython-{version}{suffix}-linux-{uv_arch(record)}-gnu"
 
 
 def uv_entry(record: dict[str, Any], *, url: str, sbom_url: str) -> dict[str, Any]:
     return {
         "name": "cpython",
-        "arch": {"family": UV_ARCH[record["arch"]], "variant": None},
+        "arch": {"family": UV_ARCH[record["arch"]], "variant": uv_arch_variant(record)},
         "os": "linux",
         "libc": "gnu",
         "major": record["major"],

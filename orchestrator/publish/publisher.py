@@ -102,7 +102,7 @@ def utc_now() -> str:
 
 
 def load_artifact(
-    artifacts_dir: Path, archive_name: str, *, expect: Mapping[str, str] | None = None
+    artifacts_dir: Path, archive_name: str, *, expect: Mapping[str, str | None] | None = None
 ) -> LocalArtifact:
     """The cell's local artifact set, checked complete, consistent and describing
     `archive_name`; `expect` (e.g. the cell's version, stack and arch) must match the record."""
@@ -502,7 +502,7 @@ def check_published(store: ObjectStore, prefix: str, archive_names: list[str]) -
         if uv_key_name not in uv_docs:
             uv_found = store.get(uv_key_name)
             uv_docs[uv_key_name] = parse_document(uv_where, uv_found[0]) if uv_found else {}
-        uv_name = uv_key(entry)  # the variant's key: cpython-3.13.5+freethreaded-...
+        uv_name = uv_key(entry)  # the variant's and level's own key (+freethreaded, x86_64_v3)
         uv_doc_entry = uv_docs[uv_key_name].get(uv_name)
         if uv_doc_entry is None:
             problems.append(f"{name}: {uv_where} does not list {uv_name}")

@@ -22,8 +22,8 @@ from pydantic import (
 )
 
 from orchestrator.errors import PublishError
-from orchestrator.matrix import Cell, VariantName
-from orchestrator.publish.manifests import UV_ARCH
+from orchestrator.matrix import Cell, CpuLevel, VariantName
+from orchestrator.publish.manifests import UV_ARCH, UV_ARCH_VARIANT
 
 _NAME = r"^[a-z0-9][a-z0-9.-]{0,39}$"
 Version = Annotated[
@@ -84,6 +84,8 @@ class ArtifactRecord(_Open):
     distro: Name
     distro_version: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9.]{0,15}$")]
     arch: Literal[tuple(UV_ARCH)]  # type: ignore[valid-type]
+    # Records from before CPU levels, and baseline runtimes, have none.
+    cpu_level: Literal[tuple(v.value for v in CpuLevel)] | None = None  # type: ignore[valid-type]
     profile: Name
     sha256: Sha256
     size: Annotated[int, Field(gt=0)]
@@ -94,13 +96,14 @@ class ArtifactRecord(_Open):
     fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
-def cell_identity(cell: Cell) -> dict[str, str]:
+def cell_identity(cell: Cell) -> dict[str, str | None]:
     """What a cell's record must say about itself."""
     return {
         "version": cell.version,
         "variant": cell.variant.value,
         "stack": cell.stack_name,
         "arch": cell.arch.value,
+        "cpu_level": cell.cpu_level.value if cell.cpu_level else None,
     }
 
 
@@ -115,7 +118,8 @@ def validate_record(raw: Any, *, archive_name: str, where: str) -> dict[str, Any
         field = ".".join(str(part) for part in first["loc"]) or "record"
         raise PublishError(f"{where}: {field}: {first['msg']}", hint=_REBUILD) from None
     label = f"{record.version}{VariantName(record.variant).abi_suffix}"
-    expected = f"python-{label}-{record.distro}-{record.distro_version}-{record.arch}"
+    arch = f"{record.arch}{record.cpu_level or ''}"
+    expected = f"python-{label}-{record.distro}-{record.distro_version}-{arch}"
     problems = []
     if record.name != archive_name:
         problems.append(f"name {record.name} is not {archive_name}")
@@ -129,7 +133,7 @@ def validate_record(raw: Any, *, archive_name: str, where: str) -> dict[str, Any
             f"{where} does not describe {archive_name}: {'; '.join(problems)}",
             hint="publish a record only beside the archive it was built with; rebuild the cell",
         )
-    return {**raw, "variant": record.variant}
+    return {**raw, "variant": record.variant, "cpu_level": record.cpu_level}
 
 
 _REBUILD = "the cell's .json is damaged or edited; rebuild the cell, nothing was published"
@@ -172,11 +176,19 @@ class ManifestEntry(_Open):
     fingerprint: Sha256 | None = None
     published_at: Timestamp
     jit: bool | None = None
+    # An x86-64 level build (uv's arch variant); only amd64 runtimes have one.
+    cpu_level: Literal[tuple(UV_ARCH_VARIANT)] | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _level_on_amd64(self) -> Self:
+        if self.cpu_level is not None and UV_ARCH[self.arch] != "x86_64":
+            raise ValueError(f"cpu_level {self.cpu_level} on arch {self.arch}: levels are x86-64")
+        return self
 
 
 class UvArch(_Open):
     family: Literal[tuple(UV_ARCH.values())]  # type: ignore[valid-type]
-    variant: str | None = None
+    variant: Literal[tuple(UV_ARCH_VARIANT.values())] | None = None  # type: ignore[valid-type]
 
 
 class UvEntry(_Open):
@@ -216,7 +228,8 @@ def manifest_entry_damage(raw: Any) -> str | None:
     except ValidationError as exc:
         return _first_error(exc)
     label = f"{entry.version}{VariantName(entry.variant).abi_suffix}"
-    expected = f"python-{label}-{entry.distro}-{entry.distro_version}-{entry.arch}.tar.zst"
+    arch = f"{entry.arch}{entry.cpu_level or ''}"  # amd64v3 for an x86-64 level build
+    expected = f"python-{label}-{entry.distro}-{entry.distro_version}-{arch}.tar.zst"
     if entry.name != expected:
         return f"name {entry.name} is not what its version/variant/distro/arch say ({expected})"
     return None

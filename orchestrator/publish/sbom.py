@@ -89,6 +89,8 @@ def _cpython(record: dict[str, Any]) -> Component:
             sigstore_issuer=sigstore.get("issuer"),
             # Only for other variants: a default runtime's SBOM reads as before variants.
             variant=None if record.get("variant", "default") == "default" else record["variant"],
+            # Likewise only for x86-64 level runtimes (v2, v3, v4).
+            cpu_level=record.get("cpu_level") or None,
         ),
     )
 

@@ -16,6 +16,7 @@ from typing import IO
 
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import NoteSegment
 
 from orchestrator.errors import VerificationError
 from orchestrator.safearchive import READ_ERRORS, open_archive
@@ -40,6 +41,10 @@ class ElfInfo:
     runpath: tuple[str, ...]  # DT_RUNPATH entries
     has_symtab: bool
     hardening: ElfHardening
+    # GNU_PROPERTY_X86_ISA_1_NEEDED of the file's NT_GNU_PROPERTY_TYPE_0 note (bits: baseline
+    # 1, x86-64-v2 2, v3 4, v4 8), what `ld -z x86-64-vN` marks and glibc's loader checks
+    # against the CPU; 0 without one.
+    x86_isa_needed: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,4 +157,21 @@ def elf_info(name: str, elf: ELFFile) -> ElfInfo:
         runpath=tuple(runpath),
         has_symtab=elf.get_section_by_name(".symtab") is not None,
         hardening=elf_hardening(elf),
+        x86_isa_needed=x86_isa_needed(elf),
     )
+
+
+def x86_isa_needed(elf: ELFFile) -> int:
+    """The GNU_PROPERTY_X86_ISA_1_NEEDED bits of `elf`'s property note (0 without one), read
+    from the PT_NOTE segments the loader reads (they survive `--strip-all`)."""
+    needed = 0
+    for segment in elf.iter_segments():
+        if not isinstance(segment, NoteSegment):
+            continue
+        for note in segment.iter_notes():
+            if note["n_type"] != "NT_GNU_PROPERTY_TYPE_0":
+                continue
+            for prop in note["n_desc"]:
+                if prop["pr_type"] == "GNU_PROPERTY_X86_ISA_1_NEEDED":
+                    needed |= int(prop["pr_data"])
+    return needed

@@ -40,9 +40,13 @@ BY_VARIANT: dict[VariantName, tuple[str, ...]] = {
 # that a venv with pip works.
 PIP = "venv:pip"
 
+# A runtime built for an x86-64 level promises it was checked on a CPU that has the level
+# (verify/cpulevel.py); allowing its skip allows the container checks it stood for.
+CPU_LEVEL = "cpu:level"
+
 # Every name that can be required: what --allow-skip accepts.
 ALL_REQUIRED: frozenset[str] = frozenset(
-    {*CORE, PIP, *(name for names in BY_VARIANT.values() for name in names)}
+    {*CORE, PIP, CPU_LEVEL, *(name for names in BY_VARIANT.values() for name in names)}
 )
 
 
@@ -75,7 +79,8 @@ def required_checks_of(record: dict[str, Any]) -> tuple[str, ...]:
             )
         except ValidationError:
             profile = Profile(pgo=False, lto=False)
-    return required_checks(variant, profile)
+    level = (CPU_LEVEL,) if record.get("cpu_level") is not None else ()
+    return (*required_checks(variant, profile), *level)
 
 
 def check_allowed_skips(names: Iterable[str]) -> tuple[str, ...]:

@@ -21,6 +21,12 @@ Four vantage points (five for a JIT build), every check reported by name:
    JIT is off by default and compiles a hot loop under PYTHON_JIT=1, and the imports, round
    trips and recursion checks pass with it on (named jit:...).
 
+A runtime built for an x86-64 level (the record's `cpu_level`) is also audited on the host for
+the loader's ISA marker on every linked file (`elf:isa-level`), and its containers run only on
+a machine with that level (`cpu:level`): elsewhere they cannot start, so their stages are
+reported as skipped with the reason, and verification fails unless the caller allows that skip
+(`--allow-skip cpu:level`, verify/required.py).
+
 The container side is recipe/verify-runtime.sh; it prints `CHECK <name> ok|fail|skip <detail>`
 lines that are parsed here. A skipped check is not a passed one: the checks a runtime must pass
 are declared per variant and profile (verify/required.py), and a verification where one of them
@@ -35,7 +41,7 @@ import secrets
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -58,11 +64,12 @@ from orchestrator.cellbuild import (
     remove_container,
 )
 from orchestrator.errors import DockerError, PackagingError, VerificationError
-from orchestrator.matrix import Arch, VariantName
+from orchestrator.matrix import Arch, CpuLevel, VariantName
 from orchestrator.safetar import RUNTIME_LIMITS, Limits
 from orchestrator.sandbox import confinement, sandbox_user
+from orchestrator.verify.cpulevel import CpuFlagsReader, engine_cpu_flags, has_level, lacks
 from orchestrator.verify.elfaudit import BUILD_PATH_MARKERS, ArchiveScan, ElfInfo, scan_archive
-from orchestrator.verify.required import required_checks_of
+from orchestrator.verify.required import CPU_LEVEL, required_checks_of
 
 VERIFY_SCRIPT = "verify-runtime.sh"
 # Bounds for each verification container. A fast stage takes about a minute and a few hundred
@@ -81,6 +88,9 @@ ELF_MACHINES = {Arch.AMD64: "EM_X86_64", Arch.ARM64: "EM_AARCH64"}
 _DETAIL_LIMIT = 240
 
 Stage = Literal["runtime", "extension", "consumers", "jit"]
+# The check a level runtime's verification fails on a machine without its level, unless the
+# caller allows the skip (`orchestrator verify --allow-skip cpu:level`).
+CPU_LEVEL_CHECK = CPU_LEVEL
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +100,11 @@ class CheckResult:
     detail: str
     # Reported as skipped: it did not run (`ok` is False), `detail` says why.
     skipped: bool = False
+
+
+def skipped(name: str, reason: str) -> CheckResult:
+    """A check that did not run, as verify-runtime.sh's `skip` lines are read: why, in detail."""
+    return CheckResult(name=name, ok=False, detail=reason, skipped=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,7 +259,12 @@ def raise_for_failures(report: VerificationReport, *, what: str) -> None:
 
 
 def audit_checks(
-    scan: ArchiveScan, *, major_minor: str, arch: Arch | None, install_prefix: str | None = None
+    scan: ArchiveScan,
+    *,
+    major_minor: str,
+    arch: Arch | None,
+    install_prefix: str | None = None,
+    cpu_level: CpuLevel | None = None,
 ) -> list[CheckResult]:
     """Judge the facts scan_archive gathered.
 
@@ -355,7 +375,29 @@ def audit_checks(
         )
     )
     checks.extend(hardening_checks(scan.elves, major_minor=major_minor))
+    if cpu_level is not None:
+        checks.append(isa_level_check(scan.elves, cpu_level))
     return checks
+
+
+def isa_level_check(elves: Sequence[ElfInfo], level: CpuLevel) -> CheckResult:
+    """Every linked ELF file carries the level in GNU_PROPERTY_X86_ISA_1_NEEDED (`ld -z
+    x86-64-vN`): glibc's loader then refuses the runtime on an older CPU with "CPU ISA level
+    is lower than required" instead of letting it die of SIGILL somewhere later."""
+    linked = [e for e in elves if e.hardening.linked]
+    unmarked = [e.name for e in linked if not e.x86_isa_needed & level.isa_bit]
+    if not linked:
+        return CheckResult(name="elf:isa-level", ok=False, detail="no linked ELF file to check")
+    return CheckResult(
+        name="elf:isa-level",
+        ok=not unmarked,
+        detail=(
+            f"{len(unmarked)} of {len(linked)} files do not need {level.march} "
+            f"(GNU_PROPERTY_X86_ISA_1_NEEDED): {_some(unmarked)}"
+            if unmarked
+            else f"{len(linked)} files: GNU_PROPERTY_X86_ISA_1_NEEDED has {level.march}"
+        ),
+    )
 
 
 # --- ELF hardening (python-build-standalone's validate_elf; facts from verify/elfharden.py) ---
@@ -723,6 +765,7 @@ def audit_archive(
             major_minor=major_minor,
             arch=Arch(metadata["arch"]),
             install_prefix=install_prefix,
+            cpu_level=record_cpu_level(metadata),
         )
     )
     # Build-path hits are failures now (relocate:build-dir/-prefix), not warnings.
@@ -743,6 +786,7 @@ def verify_archive(
     audit: HostAudit | None = None,
     consumer_image: str | None = None,
     allowed_skips: Sequence[str] = (),
+    cpu_flags: CpuFlagsReader | None = None,
 ) -> VerificationReport:
     """Run every check on `archive`; never raises for a failed check (see raise_for_failures).
 
@@ -754,6 +798,11 @@ def verify_archive(
     when the engine cannot run the containers, VerificationError when the archive cannot be
     read at all and UnsafeArchiveError (before any container starts) when it holds what
     `tar -x` must not unpack.
+
+    A runtime built for an x86-64 level runs its containers only where the engine's CPU has
+    the level (`cpu_flags` reads its features; default: /proc/cpuinfo of the engine's
+    machine); elsewhere they are skipped with the reason, and `cpu:level` fails unless it is
+    in `allowed_skips`.
     """
     started = time.monotonic()
     arch = Arch(metadata["arch"])
@@ -784,6 +833,25 @@ def verify_archive(
             # The JIT is off by default: the runtime stage proved that runtime; this one
             # proves it is off, then turns it on (PYTHON_JIT=1) and runs the checks again.
             stages.append(("jit", run_image, list(expected_modules)))
+        level = record_cpu_level(metadata)
+        if level is not None:
+            flags = (
+                cpu_flags()
+                if cpu_flags is not None
+                else engine_cpu_flags(client, image=run_image, arch=arch, cell_id=cell_id)
+            )
+            level_checks = cpu_level_checks(
+                level, flags, [stage for stage, _, _ in stages], allowed_skips=allowed_skips
+            )
+            if lacks(level, flags) is not None:
+                # The container stages cannot run here. cpu:level (required, and skipped)
+                # stands for the required checks they report: it fails, or is allowed, for all.
+                stages = []
+                reported = {c.name for c in (*checks, *level_checks)}
+                required = tuple(n for n in required if n in reported)
+            for check in level_checks:
+                log.write(_format_check(check))
+            checks.extend(level_checks)
         for stage, image, modules in stages:
             output = _run_stage(
                 client,
@@ -832,6 +900,49 @@ def verify_archive(
         for warning in warnings:
             log.write(f"# warning: {warning}\n")
     return report
+
+
+def cpu_level_checks(
+    level: CpuLevel,
+    flags: frozenset[str],
+    stages: Sequence[str],
+    *,
+    allowed_skips: Collection[str] = (),
+) -> list[CheckResult]:
+    """`cpu:level` for a runtime built for `level` on a machine with `flags`; where the
+    machine lacks the level, also one skipped `stage:<name>` per container stage that
+    cannot run there. A check that did not run did not pass: `cpu:level` fails then, unless
+    the caller allows that skip."""
+    why = lacks(level, flags)
+    if why is None:
+        return [CheckResult(name=CPU_LEVEL_CHECK, ok=True, detail=has_level(level))]
+    allowed = CPU_LEVEL_CHECK in allowed_skips
+    # The verdict first: a long list of missing features is cut short in the error line.
+    verdict = (
+        "allowed by the caller"
+        if allowed
+        else f"not verified (verify on a machine with {level.march}, or --allow-skip "
+        f"{CPU_LEVEL_CHECK})"
+    )
+    cannot = ", ".join(stages)
+    return [
+        skipped(CPU_LEVEL_CHECK, f"{verdict}: {why}; the {cannot} checks cannot run here"),
+        *(skipped(f"stage:{stage}", why) for stage in stages),
+    ]
+
+
+def record_cpu_level(metadata: dict[str, Any]) -> CpuLevel | None:
+    """The x86-64 level the record says the runtime was built for; None for a baseline one
+    (or a record from before CPU levels)."""
+    value = metadata.get("cpu_level")
+    if value is None:
+        return None
+    try:
+        return CpuLevel(value)
+    except ValueError:
+        raise VerificationError(
+            f"{metadata.get('name', 'the record')}: unknown cpu_level {value!r}"
+        ) from None
 
 
 def jit_built(metadata: dict[str, Any]) -> bool:

@@ -18,7 +18,14 @@ from docker import DockerClient
 from orchestrator.errors import DockerError
 from orchestrator.layout import Layout
 from orchestrator.matrix import Arch, Matrix, load_matrix
-from tests.integration.support import E2E_CELL, E2E_CELL_T, REPO_ROOT, E2EBuild, run_cli
+from tests.integration.support import (
+    E2E_CELL,
+    E2E_CELL_T,
+    E2E_CELL_V3,
+    REPO_ROOT,
+    E2EBuild,
+    run_cli,
+)
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +109,30 @@ def e2e_build_freethreaded(
         metadata=out / "artifacts" / f"{stem}.json",
         tree=out / "work" / E2E_CELL_T / "prefix",
         log=out / "logs" / f"{E2E_CELL_T}.log",
+        stderr=result.stderr,
+    )
+
+
+@pytest.fixture(scope="session")
+def e2e_build_v3(tmp_path_factory: pytest.TempPathFactory, docker_client: DockerClient) -> E2EBuild:
+    """One real x86-64-v3 build (fast profile) of E2E_CELL's version, stack and arch."""
+    out = tmp_path_factory.mktemp("e2e-v3-out")
+    result = run_cli(
+        ["--out", str(out), "build", E2E_CELL_V3, "--profile", "fast", "--keep-work", "--quiet"],
+        env=FAKE_AWS_ENV,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"e2e build of {E2E_CELL_V3} failed ({result.returncode}):\n{result.stderr[-4000:]}"
+        )
+    stem = "python-3.13.5-debian-12-amd64v3"
+    return E2EBuild(
+        out_dir=out,
+        archive=out / "artifacts" / f"{stem}.tar.zst",
+        sha256_file=out / "artifacts" / f"{stem}.tar.zst.sha256",
+        metadata=out / "artifacts" / f"{stem}.json",
+        tree=out / "work" / E2E_CELL_V3 / "prefix",
+        log=out / "logs" / f"{E2E_CELL_V3}.log",
         stderr=result.stderr,
     )
 

@@ -17,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 E2E_CELL = "3.13.5-debian-12-amd64"
 # Its free-threaded twin (variant freethreaded: --disable-gil, bin/python3.13t).
 E2E_CELL_T = "3.13.5t-debian-12-amd64"
+# Its x86-64-v3 twin (matrix.yaml cpu_levels: -march=x86-64-v3, uv's x86_64_v3).
+E2E_CELL_V3 = "3.13.5-debian-12-amd64v3"
 
 
 @dataclass(frozen=True, kw_only=True)

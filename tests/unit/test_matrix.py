@@ -35,7 +35,9 @@ def write_matrix(tmp_path: Path, real_data: dict[str, Any]) -> MatrixWriter:
 
 def test_real_matrix_cell_counts(repo_root: Path) -> None:
     matrix = load_matrix(repo_root / "matrix.yaml")
-    cells = matrix.cells()
+    every = matrix.cells()
+    cells = [c for c in every if c.cpu_level is None]
+    levels = [c for c in every if c.cpu_level is not None]
     versions = [p.version for p in matrix.model.pythons]
     for version in versions:
         # Free-threaded builds exist from 3.13 on (variants.freethreaded.python).
@@ -46,6 +48,12 @@ def test_real_matrix_cell_counts(repo_root: Path) -> None:
         excluded = 2 if Version(version) >= Version("3.14") else 0
         assert len(ubuntu) == (4 * 2 - excluded) * variants
         assert len(debian) == 2 * 2 * variants
+        # v2, v3, v4 of every amd64 cell but ubuntu-20.04's (gcc 9 knows no x86-64-vN).
+        mine = [c for c in levels if c.version == version]
+        assert len(mine) == (3 + 2) * 3 * variants
+    assert len(every) == len(cells) + len(levels)
+    every_id = {c.id for c in every}
+    assert len(every_id) == len(every) and len({c.archive_name for c in every}) == len(every)
     assert len({c.id for c in cells}) == len(cells)
     assert len({c.archive_name for c in cells}) == len(cells)
 
@@ -115,11 +123,11 @@ def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
         ),
         (
             lambda d: d["excludes"].append({"stack": "ubuntu-18.04"}),
-            r"excludes\[1\]\.stack: 'ubuntu-18.04' matches no stack",
+            r"excludes\[2\]\.stack: 'ubuntu-18.04' matches no stack",
         ),
         (
             lambda d: d["excludes"].append({"arch": "s390x"}),
-            r"excludes\[1\]\.arch: 's390x' matches no arch",
+            r"excludes\[2\]\.arch: 's390x' matches no arch",
         ),
         (
             lambda d: d["pythons"].append(dict(d["pythons"][0])),

@@ -73,6 +73,7 @@ def test_cell_identity_is_what_the_cli_expects() -> None:
         "variant": "default",
         "stack": "debian-12",
         "arch": "amd64",
+        "cpu_level": None,
     }
     free = matrix.cell("3.13.5t-debian-12-amd64")
     assert cell_identity(free) == {
@@ -80,6 +81,15 @@ def test_cell_identity_is_what_the_cli_expects() -> None:
         "variant": "freethreaded",
         "stack": "debian-12",
         "arch": "amd64",
+        "cpu_level": None,
+    }
+    level = matrix.cell("3.13.5-debian-12-amd64v3")
+    assert cell_identity(level) == {
+        "version": "3.13.5",
+        "variant": "default",
+        "stack": "debian-12",
+        "arch": "amd64",
+        "cpu_level": "v3",
     }
 
 
