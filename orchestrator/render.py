@@ -6,6 +6,7 @@ keeps them honest (CI fails when they drift from the templates and matrix.yaml).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def dockerfile_path(matrix: Matrix, stack_name: str) -> Path:
     return dockerfiles_dir(matrix) / stack_name / "Dockerfile"
 
 
+# One environment per templates directory, so the template is compiled once per process, not
+# once per stack and image (jinja reloads it when the file's mtime changes).
+@functools.lru_cache(maxsize=16)
 def _environment(directory: Path) -> jinja2.Environment:
     # StrictUndefined: a typo in the template is an error, not an empty string in a Dockerfile.
     return jinja2.Environment(
