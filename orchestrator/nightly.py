@@ -16,8 +16,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from typing import TYPE_CHECKING
 
 from orchestrator.cellbuild import Limits, leftover_containers
 from orchestrator.engine import EnginePool
@@ -31,6 +30,9 @@ from orchestrator.publish.manifests import manifest_key, runtime_entries
 from orchestrator.publish.publisher import LocalArtifact, Publisher, load_artifact
 from orchestrator.publish.record import cell_identity
 from orchestrator.publish.store import ObjectStore
+
+if TYPE_CHECKING:
+    from tenacity import Retrying
 
 INFRA_ERRORS = (DockerError, ImageBuildError)
 
@@ -94,13 +96,20 @@ class Nightly:
         self.reporter = reporter
         self.publisher = publisher
         self.cancel = threading.Event()
-        self._retry = Retrying(
+
+    def _retrying(self) -> Retrying:
+        """A fresh retry policy for one infrastructure call (tenacity is imported here: a
+        run that builds nothing never needs it)."""
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+        reporter = self.reporter
+        return Retrying(
             # Never retry once cancelled: removing containers makes builds fail with
             # engine errors that look like infrastructure trouble.
             retry=retry_if_exception(
                 lambda exc: isinstance(exc, INFRA_ERRORS) and not self.cancel.is_set()
             ),
-            stop=stop_after_attempt(options.infra_attempts),
+            stop=stop_after_attempt(self.options.infra_attempts),
             wait=wait_exponential(multiplier=2, max=30),
             before_sleep=lambda state: reporter.message(
                 "infrastructure error, retrying: "
@@ -235,9 +244,7 @@ class Nightly:
             log = self.layout.image_log(plan.tag)
             self.reporter.message(f"builder image {plan.tag}")
             try:
-                self._retry.copy()(
-                    ensure_image, self.client_for(item.cell.arch), plan, log_path=log
-                )
+                self._retrying()(ensure_image, self.client_for(item.cell.arch), plan, log_path=log)
             except FarmError as exc:
                 broken[key] = f"builder image: {exc}"
         return broken
@@ -316,7 +323,7 @@ class Nightly:
                 self.reporter.phase(cell.id, f"reusing {artifact.archive} (same fingerprint)")
                 size, sha256 = int(artifact.record["size"]), artifact.sha256
             else:
-                result = self._retry.copy()(
+                result = self._retrying()(
                     build_cell,
                     self.matrix,
                     cell,
