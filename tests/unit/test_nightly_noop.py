@@ -253,3 +253,41 @@ def test_fingerprints_are_pinned(repo_root: Path, cell_id: str, profile: str) ->
     matrix = load_matrix(repo_root / "matrix.yaml")
     spec = build_spec(matrix, matrix.cell(cell_id), profile)
     assert fingerprint(fingerprint_inputs(spec, **FIXED)) == PINNED[cell_id, profile]  # type: ignore[arg-type]
+
+
+def test_a_cell_to_build_loads_the_pipeline_and_retries_infrastructure_errors(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of the lazy imports: a cell that is not published reaches build_cell
+    (imported when a cell is built), and an engine error is retried as before."""
+    import orchestrator.build
+    from orchestrator.errors import DockerError
+
+    matrix = load_matrix(project / "matrix.yaml")
+    monkeypatch.setattr(engine, "connect", lambda base_url=None, **kw: _fake_client())
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # tenacity's backoff
+    calls: list[str] = []
+
+    def build_cell(matrix: Matrix, cell: Any, **kwargs: Any) -> Any:
+        calls.append(cell.id)
+        if len(calls) == 1:
+            raise DockerError("engine went away")
+        return SimpleNamespace(archive=SimpleNamespace(size=1, sha256="0" * 64))
+
+    monkeypatch.setattr(orchestrator.build, "build_cell", build_cell)
+    messages: list[str] = []
+    reporter = PlainReporter()
+    monkeypatch.setattr(reporter, "message", messages.append)
+    runner = Nightly(
+        matrix,
+        engines=EnginePool(),
+        layout=Layout(out_dir=tmp_path / "out"),
+        options=NightlyOptions(build=BuildOptions(), jobs=1),
+        reporter=reporter,
+        publisher=None,
+    )
+    monkeypatch.setattr(runner, "_ensure_images", lambda todo: {})  # no image builds here
+    outcomes = runner.run([matrix.cell("3.13.5-debian-12-amd64")])
+    assert [(o.cell, o.result) for o in outcomes] == [("3.13.5-debian-12-amd64", "built")]
+    assert calls == ["3.13.5-debian-12-amd64"] * 2
+    assert any("retrying: engine went away" in m for m in messages)
