@@ -156,20 +156,21 @@ def make_reporter(cells: Sequence[str]) -> Reporter:
 def summary_table(outcomes: Sequence[CellOutcome]) -> Table:
     """A row per cell that was built, failed or cancelled; skipped cells are counted in one
     row per reason (a matrix of hundreds of unchanged cells stays one line, and rich spends
-    about a millisecond per row). The JSON report lists every cell."""
+    about a millisecond per row), or named when alone. The JSON report lists every cell."""
     table = Table(title="summary")
     for column in ("cell", "result", "duration", "size", "sha256", "reason / log"):
         table.add_column(column, overflow="fold")
-    skipped: dict[str, int] = {}
+    skipped: dict[str, list[CellOutcome]] = {}
     for o in outcomes:
         if o.result == "skipped":
-            skipped[o.reason] = skipped.get(o.reason, 0) + 1
+            skipped.setdefault(o.reason, []).append(o)
             continue
         size = f"{o.size / 1e6:.1f} MB" if o.size else ""
         note = o.reason or (o.log or "")
         table.add_row(o.cell, o.result, f"{o.seconds:.0f} s", size, (o.sha256 or "")[:16], note)
-    for reason, count in skipped.items():
-        table.add_row(f"{count} cell{'s' if count != 1 else ''}", "skipped", "", "", "", reason)
+    for reason, group in skipped.items():
+        cell = group[0].cell if len(group) == 1 else f"{len(group)} cells"
+        table.add_row(cell, "skipped", "", "", "", reason)
     return table
 
 
