@@ -11,48 +11,30 @@ import os
 import tarfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from docker import DockerClient
 
 from orchestrator.archive import ArchiveInfo, pack_tree, write_sha256_file
-from orchestrator.buildspec import BuildSpec, build_spec, installed_recipe_digest
-from orchestrator.cellbuild import Limits, Transfer, run_build_container
+from orchestrator.cellbuild import run_build_container
 from orchestrator.errors import SourceError
-from orchestrator.fingerprint import fingerprint, fingerprint_inputs
 from orchestrator.fsutil import remove_tree, write_atomic
-from orchestrator.images import BuiltImage, ImagePlan, ensure_image, plan_image
+from orchestrator.images import BuiltImage, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Cell, Matrix
 from orchestrator.metadata import build_record, tree_sizes, write_json_atomic
+from orchestrator.prepare import BuildOptions, PreparedCell, prepare_cell
 from orchestrator.publish.sbom import SBOM_FORMAT, build_sbom, sbom_name
 from orchestrator.publish.store import sha256_hex
 from orchestrator.sources.bundled import bundled_components
 from orchestrator.sources.fetch import FetchedSource, fetch_source
 from orchestrator.sources.signatures import policy_for
-from orchestrator.verify.cpulevel import CpuFlagsReader, engine_cpu_flags, require_level
+from orchestrator.verify.cpulevel import engine_cpu_flags, require_level
 from orchestrator.verify.runtime import VerificationReport, raise_for_failures, verify_archive
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class BuildOptions:
-    profile: str | None = None
-    jobs: int = os.cpu_count() or 1
-    keep_work: bool = False
-    extra_ca: bytes = b""  # a PEM bundle (images.read_extra_ca) for the images' trust store
-    limits: Limits = field(default_factory=Limits)
-    transfer: Transfer = "auto"
-    # Overrides the profile's timeout_minutes (matrix.yaml) for every cell of the run.
-    timeout_minutes: float | None = None
-    # Required verification checks that may be skipped (--allow-skip; verify/required.py).
-    allowed_skips: tuple[str, ...] = ()
-    # Reads the CPU features of the machine the containers run on, for CPU level cells
-    # (verify/cpulevel.py); None: /proc/cpuinfo of the engine's machine. Tests inject one.
-    cpu_flags: CpuFlagsReader | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,43 +61,6 @@ def source_date_epoch(tarball: Path) -> int:
     if first is None:
         raise SourceError(f"{tarball}: empty tar archive")
     return int(first.mtime)
-
-
-@dataclass(frozen=True, kw_only=True)
-class PreparedCell:
-    """A cell with everything known before building: spec, builder image plan, fingerprint."""
-
-    cell: Cell
-    spec: BuildSpec
-    builder: ImagePlan
-    fingerprint: str
-    fingerprint_inputs: dict[str, Any]
-
-
-def prepare_cell(
-    matrix: Matrix,
-    cell: Cell,
-    *,
-    client: DockerClient,
-    options: BuildOptions,
-    builder: ImagePlan | None = None,
-) -> PreparedCell:
-    """Compute the fingerprint without starting anything (a nightly run skips on it)."""
-    spec = build_spec(matrix, cell, options.profile)
-    plan = builder or plan_image(
-        client, matrix, cell.stack_name, cell.arch, "builder", extra_ca=options.extra_ca
-    )
-    inputs = fingerprint_inputs(
-        spec,
-        recipe_version=matrix.model.recipe_version,
-        dockerfile_sha256=plan.dockerfile_sha256,
-        base_image_id=plan.base_image_id,
-        recipe_sha256=installed_recipe_digest(),
-    )
-    return PreparedCell(
-        cell=cell, spec=spec, builder=plan, fingerprint=fingerprint(inputs),
-        fingerprint_inputs=inputs,
-    )  # fmt: skip
 
 
 def build_cell(

@@ -15,6 +15,9 @@ from typing import BinaryIO
 
 from orchestrator.errors import FileRefused, OutputError
 
+# A metadata record is ~10 KB (its largest part is the module list); 16 MiB is no record of ours.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
 
 def fsync_dir(directory: Path) -> None:
     """Make a rename inside `directory` durable. Not every filesystem allows opening a

@@ -16,24 +16,25 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-from orchestrator.build import BuildOptions, PreparedCell, build_cell, prepare_cell
 from orchestrator.cellbuild import Limits, leftover_containers
 from orchestrator.engine import EnginePool
 from orchestrator.errors import DockerError, FarmError, FileRefused, ImageBuildError, Interrupted
-from orchestrator.fsutil import read_regular
+from orchestrator.fsutil import MAX_RECORD_BYTES, read_regular
 from orchestrator.images import ImagePlan, ensure_image, plan_image
 from orchestrator.layout import Layout
 from orchestrator.matrix import Arch, Cell, Matrix
+from orchestrator.prepare import BuildOptions, PreparedCell, prepare_cell
 from orchestrator.progress import CellOutcome, Reporter, Result
 from orchestrator.publish.documents import runtime_entries
 from orchestrator.publish.manifests import manifest_key
 from orchestrator.publish.publisher import LocalArtifact, Publisher, load_artifact
 from orchestrator.publish.record import cell_identity
 from orchestrator.publish.store import ObjectStore
-from orchestrator.verify.record import MAX_RECORD_BYTES
+
+if TYPE_CHECKING:
+    from tenacity import Retrying
 
 INFRA_ERRORS = (DockerError, ImageBuildError)
 
@@ -97,13 +98,20 @@ class Nightly:
         self.reporter = reporter
         self.publisher = publisher
         self.cancel = threading.Event()
-        self._retry = Retrying(
+
+    def _retrying(self) -> Retrying:
+        """A fresh retry policy for one infrastructure call (tenacity is imported here: a
+        run that builds nothing never needs it)."""
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+        reporter = self.reporter
+        return Retrying(
             # Never retry once cancelled: removing containers makes builds fail with
             # engine errors that look like infrastructure trouble.
             retry=retry_if_exception(
                 lambda exc: isinstance(exc, INFRA_ERRORS) and not self.cancel.is_set()
             ),
-            stop=stop_after_attempt(options.infra_attempts),
+            stop=stop_after_attempt(self.options.infra_attempts),
             wait=wait_exponential(multiplier=2, max=30),
             before_sleep=lambda state: reporter.message(
                 "infrastructure error, retrying: "
@@ -239,9 +247,7 @@ class Nightly:
             log = self.layout.image_log(plan.tag)
             self.reporter.message(f"builder image {plan.tag}")
             try:
-                self._retry.copy()(
-                    ensure_image, self.client_for(item.cell.arch), plan, log_path=log
-                )
+                self._retrying()(ensure_image, self.client_for(item.cell.arch), plan, log_path=log)
             except FarmError as exc:
                 broken[key] = f"builder image: {exc}"
         return broken
@@ -303,6 +309,10 @@ class Nightly:
         return artifact if artifact.record.get("fingerprint") == item.fingerprint else None
 
     def _one(self, item: PreparedCell, artifact: LocalArtifact | None = None) -> CellOutcome:
+        # The build pipeline (archive, verification, SBOM) only when a cell is built: a run
+        # that skips every cell never loads it.
+        from orchestrator.build import build_cell
+
         cell = item.cell
         started = time.monotonic()
         log = str(self.layout.cell_log(cell.id))
@@ -316,7 +326,7 @@ class Nightly:
                 self.reporter.phase(cell.id, f"reusing {artifact.archive} (same fingerprint)")
                 size, sha256 = int(artifact.record["size"]), artifact.sha256
             else:
-                result = self._retry.copy()(
+                result = self._retrying()(
                     build_cell,
                     self.matrix,
                     cell,

@@ -108,14 +108,23 @@ class LiveReporter:
         self._live.start()
 
     def _table(self) -> Table:
+        """Cells that started, one row each; waiting and skipped cells as counts (a matrix
+        of hundreds would neither fit a terminal nor redraw cheaply twice a second)."""
         table = Table(title="python-farm", expand=False)
         table.add_column("cell")
         table.add_column("phase")
         table.add_column("elapsed", justify="right")
         now = time.monotonic()
+        counts = {"waiting": 0, "skipped": 0}
         with self._lock:
             for cell, (phase, started, ended) in self._rows.items():
+                if phase in counts:
+                    counts[phase] += 1
+                    continue
                 table.add_row(cell, phase, f"{(ended or now) - started:.0f} s")
+        for phase, count in counts.items():
+            if count:
+                table.add_row(f"{count} cell{'s' if count != 1 else ''}", phase, "")
         return table
 
     def phase(self, cell: str, phase: str) -> None:
@@ -146,13 +155,23 @@ def make_reporter(cells: Sequence[str]) -> Reporter:
 
 
 def summary_table(outcomes: Sequence[CellOutcome]) -> Table:
+    """A row per cell that was built, failed or cancelled; skipped cells are counted in one
+    row per reason (a matrix of hundreds of unchanged cells stays one line, and rich spends
+    about a millisecond per row), or named when alone. The JSON report lists every cell."""
     table = Table(title="summary")
     for column in ("cell", "result", "duration", "size", "sha256", "reason / log"):
         table.add_column(column, overflow="fold")
+    skipped: dict[str, list[CellOutcome]] = {}
     for o in outcomes:
+        if o.result == "skipped":
+            skipped.setdefault(o.reason, []).append(o)
+            continue
         size = f"{o.size / 1e6:.1f} MB" if o.size else ""
         note = o.reason or (o.log or "")
         table.add_row(o.cell, o.result, f"{o.seconds:.0f} s", size, (o.sha256 or "")[:16], note)
+    for reason, group in skipped.items():
+        cell = group[0].cell if len(group) == 1 else f"{len(group)} cells"
+        table.add_row(cell, "skipped", "", "", "", reason)
     return table
 
 

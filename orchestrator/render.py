@@ -6,6 +6,7 @@ keeps them honest (CI fails when they drift from the templates and matrix.yaml).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,18 +53,31 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
 
 
-def _load_template(directory: Path) -> Callable[[str], str]:
-    def load(name: str) -> str:
+def _load_template(directory: Path) -> Callable[[str], tuple[str, str, Callable[[], bool]]]:
+    def load(name: str) -> tuple[str, str, Callable[[], bool]]:
+        path = directory / name
         try:
-            return _read_text(directory / name)
+            text, stamp = _read_text(path), _mtime(path)
         except FileRefused as exc:
             if exc.missing:
                 raise jinja2.TemplateNotFound(name) from None
             raise
+        # The environment is cached per directory: a template edited since is read again.
+        return text, str(path), lambda: _mtime(path) == stamp
 
     return load
 
 
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+# One environment per templates directory, so the template is compiled once per process, not
+# once per stack and image (jinja reloads it when the file's mtime changes).
+@functools.lru_cache(maxsize=16)
 def _environment(directory: Path) -> jinja2.Environment:
     # StrictUndefined: a typo in the template is an error, not an empty string in a Dockerfile.
     return jinja2.Environment(

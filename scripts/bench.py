@@ -1,6 +1,6 @@
 """Benchmarks behind `make bench`; results go into docs/BENCHMARKS.md (never asserted in tests).
 
-    python scripts/bench.py noop       (a) no-op nightly over the full default matrix
+    python scripts/bench.py noop       (a) no-op nightly over the default matrix and one 3x its size
     python scripts/bench.py overhead   (b) one cell: orchestrator vs a bare `docker run`
     python scripts/bench.py footprint  (c) release vs slim: sizes and start-up time
     python scripts/bench.py speed      (d) release (PGO + LTO) vs fast: pyperformance
@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,14 @@ import yaml
 from benchlib import BENCH_OUT, ORCHESTRATOR, REPO, machine, write_section
 
 from orchestrator.archive import pack_tree
-from orchestrator.build import BuildOptions, prepare_cell, source_date_epoch
+from orchestrator.build import source_date_epoch
 from orchestrator.buildspec import BUILD_SCRIPT, INSTALL_PREFIX, RECIPE_DIR, build_spec
 from orchestrator.cellbuild import OWNER_LABEL, owner
 from orchestrator.engine import connect
 from orchestrator.images import ensure_image
 from orchestrator.matrix import load_matrix
+from orchestrator.prepare import BuildOptions, prepare_cell
+from tests.publish_support import published_entry
 
 
 def container_creates(since: float, until: float, label: str) -> int:
@@ -54,95 +57,154 @@ def container_creates(since: float, until: float, label: str) -> int:
 
 # --- (a) no-op nightly -----------------------------------------------------------------------
 
+NOOP_TARGETS = {1: 1.0, 3: 3.0}  # matrix scale -> wall-time target, seconds
 
-def bench_noop(runs: int = 5) -> None:
-    """Everything already published: nightly must decide 'skip' for every cell quickly,
-    starting no container and writing nothing."""
+
+def noop_matrix(project: Path, *, scale: int) -> Path:
+    """The shipped matrix.yaml in `project` (templates and Dockerfiles beside it), grown to
+    `scale` times its cells: each stack gets scale - 1 copies (`debian-12` -> `debian-12.1`,
+    distro_version `12.1`, same packages and base image), and each exclude that names stacks
+    is repeated for the copies, so every stack contributes the same cells as the original."""
+    from orchestrator.render import write_rendered
+
+    shutil.copytree(REPO / "templates", project / "templates")
+    shutil.copytree(REPO / "dockerfiles", project / "dockerfiles")
+    data: dict[str, Any] = yaml.safe_load((REPO / "matrix.yaml").read_text())
+    # No registry here: Ubuntu (and arm64 trixie) bases cannot be pulled, so those
+    # stacks point at the local Debian images. The fingerprint work is the same.
+    for name, stack in data["stacks"].items():
+        if name != "debian-12":
+            stack["base_image_per_arch"] = {
+                "amd64": "amd64/debian:bookworm", "arm64": "arm64v8/debian:bookworm",
+            }  # fmt: skip
+    stacks, excludes = dict(data["stacks"]), list(data.get("excludes", []))
+    for copy in range(1, scale):
+        for name, stack in stacks.items():
+            data["stacks"][f"{name}.{copy}"] = {
+                **stack, "distro_version": f"{stack['distro_version']}.{copy}"
+            }  # fmt: skip
+        data["excludes"] += [
+            {**exclude, "stack": f"{exclude['stack']}.{copy}"}
+            for exclude in excludes
+            if "stack" in exclude
+        ]
+    path = project / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    write_rendered(load_matrix(path))  # the copies' Dockerfiles, as `orchestrator render` would
+    return path
+
+
+def _seed_manifest(matrix_path: Path, out: Path) -> int:
+    """A manifest holding each cell's current fingerprint in the local store under `out`, as
+    a finished nightly would leave it (computed by the same code the run uses). Returns the
+    number of cells."""
+    from orchestrator.engine import EnginePool
+    from orchestrator.layout import Layout
     from orchestrator.nightly import Nightly, NightlyOptions
     from orchestrator.progress import PlainReporter
     from orchestrator.publish.manifests import manifest_key
     from orchestrator.publish.store import DirectoryStore, sha256_hex
 
-    with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
-        work = Path(tmp)
-        project = work / "project"
-        shutil.copytree(REPO / "templates", project / "templates")
-        shutil.copytree(REPO / "dockerfiles", project / "dockerfiles")
-        data: dict[str, Any] = yaml.safe_load((REPO / "matrix.yaml").read_text())
-        # No registry here: Ubuntu (and arm64 trixie) bases cannot be pulled, so those
-        # stacks point at the local Debian images. The fingerprint work is the same.
-        for name, stack in data["stacks"].items():
-            if name != "debian-12":
-                stack["base_image_per_arch"] = {
-                    "amd64": "amd64/debian:bookworm", "arm64": "arm64v8/debian:bookworm",
-                }  # fmt: skip
-        (project / "matrix.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        matrix = load_matrix(project / "matrix.yaml")
-        cells = matrix.select([])  # what `nightly` takes: no CPU level cells (nightly: false)
-        store_root = work / "out" / "publish"
+    matrix = load_matrix(matrix_path)
+    seeder = Nightly(
+        matrix, engines=EnginePool(), layout=Layout(out_dir=out),
+        options=NightlyOptions(build=BuildOptions(), jobs=1),
+        reporter=PlainReporter(), publisher=None,
+    )  # fmt: skip
+    # What `nightly` takes: no CPU level cells (cpu_levels.nightly: false).
+    prepared, failed = seeder.prepare(matrix.select([]))
+    assert not failed, failed
+    runtimes = [published_entry(p.cell, p.fingerprint) for p in prepared]
+    body = json.dumps({"format": 1, "runtimes": runtimes}).encode()
+    DirectoryStore(out / "publish").put(
+        manifest_key(""), body, sha256=sha256_hex(body), content_type="application/json"
+    )
+    return len(prepared)
 
-        # Seed the store with a manifest holding each cell's current fingerprint, as a
-        # finished nightly would leave it (computed by the same code the run uses).
-        from orchestrator.engine import EnginePool
-        from orchestrator.layout import Layout
 
-        seeder = Nightly(
-            matrix, engines=EnginePool(), layout=Layout(out_dir=work / "out"),
-            options=NightlyOptions(build=BuildOptions(), jobs=1),
-            reporter=PlainReporter(), publisher=None,
+@dataclass(frozen=True, kw_only=True)
+class NoopRow:
+    scale: int
+    cells: int
+    skipped: int
+    timings: list[float]
+    creates: int
+    writes: int
+    load: tuple[float, float]  # 1-minute load average before and after the runs
+
+
+def _noop_row(work: Path, *, scale: int, runs: int) -> NoopRow:
+    matrix_path = noop_matrix(work / "project", scale=scale)
+    out = work / "out"
+    cells = _seed_manifest(matrix_path, out)
+    store_root = out / "publish"
+    before = {p: p.stat().st_mtime_ns for p in store_root.rglob("*") if p.is_file()}
+    load_before = os.getloadavg()[0]
+    timings, creates, reports = [], 0, []
+    for index in range(runs):
+        report = work / f"report-{index}.json"
+        started = time.time()
+        process = subprocess.Popen(
+            [*ORCHESTRATOR, "--matrix", str(matrix_path), "--out", str(out), "nightly",
+             "--report", str(report)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
-        prepared, failed = seeder.prepare(cells)
-        assert not failed, failed
-        runtimes = [
-            {"name": p.cell.archive_name, "stack": p.cell.stack_name, "arch": p.cell.arch.value,
-             "fingerprint": p.fingerprint, "sha256": "0" * 64, "size": 0}
-            for p in prepared
-        ]  # fmt: skip
-        body = json.dumps({"format": 1, "runtimes": runtimes}).encode()
-        DirectoryStore(store_root).put(
-            manifest_key(""), body, sha256=sha256_hex(body), content_type="application/json"
+        _, stderr = process.communicate()
+        elapsed = time.time() - started
+        if process.returncode != 0:
+            raise SystemExit(f"nightly failed:\n{stderr[-2000:]}")
+        timings.append(elapsed)
+        creates += container_creates(started, time.time(), f"{OWNER_LABEL}={owner(process.pid)}")
+        reports.append(json.loads(report.read_text())["counts"])
+    after = {p: p.stat().st_mtime_ns for p in store_root.rglob("*") if p.is_file()}
+    writes = sum(1 for p, m in after.items() if before.get(p) != m) + len(set(before) - set(after))
+    return NoopRow(
+        scale=scale, cells=cells, skipped=min(r["skipped"] for r in reports), timings=timings,
+        creates=creates, writes=writes, load=(load_before, os.getloadavg()[0]),
+    )  # fmt: skip
+
+
+def bench_noop(runs: int = 5) -> None:
+    """Everything already published: nightly must decide 'skip' for every cell quickly,
+    starting no container and writing nothing; over the shipped matrix and over one three
+    times its size."""
+    rows = []
+    for scale in NOOP_TARGETS:
+        with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
+            rows.append(_noop_row(Path(tmp), scale=scale, runs=runs))
+    base = rows[0].cells
+    if any(row.cells != row.scale * base for row in rows):
+        raise SystemExit(f"synthetic matrices are not {list(NOOP_TARGETS)} x {base} cells")
+    lines = []
+    for row in rows:
+        name = "shipped matrix" if row.scale == 1 else f"{row.scale}x the shipped matrix"
+        t = row.timings
+        lines.append(
+            f"| {name} | {row.cells} ({row.skipped} skipped) | {statistics.median(t):.2f} s "
+            f"(min {min(t):.2f}, max {max(t):.2f}) | <= {NOOP_TARGETS[row.scale]:.0f} s "
+            f"| {row.creates} | {row.writes} | {row.load[0]:.2f} / {row.load[1]:.2f} |"
         )
-        before = {p: p.stat().st_mtime_ns for p in store_root.rglob("*") if p.is_file()}
-
-        timings, creates, reports = [], 0, []
-        for index in range(runs):
-            report = work / f"report-{index}.json"
-            started = time.time()
-            process = subprocess.Popen(
-                [*ORCHESTRATOR, "--matrix", str(project / "matrix.yaml"), "--out",
-                 str(work / "out"), "nightly", "--report", str(report)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-            )  # fmt: skip
-            _, stderr = process.communicate()
-            elapsed = time.time() - started
-            if process.returncode != 0:
-                raise SystemExit(f"nightly failed:\n{stderr[-2000:]}")
-            timings.append(elapsed)
-            creates += container_creates(
-                started, time.time(), f"{OWNER_LABEL}={owner(process.pid)}"
-            )
-            reports.append(json.loads(report.read_text())["counts"])
-        after = {p: p.stat().st_mtime_ns for p in store_root.rglob("*") if p.is_file()}
-        writes = sum(1 for p, m in after.items() if before.get(p) != m)
-
-    skipped = reports[-1]["skipped"]
-    body = f"""## (a) No-op nightly over the full default matrix
+    table = "\n".join(lines)
+    body = f"""## (a) No-op nightly over the full default matrix, and one three times its size
 
 Everything already published (a manifest holding every cell's current fingerprint, in the
-local store); `orchestrator nightly` run {runs} times as a user would (new process each time,
-so the timing includes Python start-up and imports).
+local store); `orchestrator nightly` run {runs} times per matrix as a user would (new process
+each time, so the timing includes Python start-up and imports). Targets: every cell skipped,
+no container created (asked of the engine: `docker events` for the run's owner label), no
+object written to the store.
 
-| measure | result | target |
-| --- | --- | --- |
-| cells | {len(cells)} ({skipped} skipped) | all skipped |
-| wall time, median of {runs} | {statistics.median(timings):.2f} s (min {min(timings):.2f}, max {max(timings):.2f}) | <= 2 s |
-| containers created (engine events) | {creates} | 0 |
-| objects written to the store | {writes} | 0 |
+| matrix | cells | wall time, median of {runs} | target | containers created | store writes | load average (1 min) before / after |
+| --- | --- | --- | --- | --- | --- | --- |
+{table}
 
 Machine: {machine()}.
+The machine is shared; the last column is the host's 1-minute load average when each row
+started and ended (2 cores: above 2 the runs were waiting for a core).
 Ubuntu bases cannot be pulled here, so for this benchmark the Ubuntu and arm64 trixie stacks
 point at the local Debian base images (`base_image_per_arch`); the work per cell (render,
-image lookups, fingerprint) is the same.
+image lookups, fingerprint) is the same. The larger matrix copies each stack twice under new
+names (`debian-12` -> `debian-12.1`, `debian-12.2`; excludes repeated for the copies) with
+their own rendered Dockerfiles, so image plans, renders and fingerprints all triple.
 """
     write_section("noop", body)
     print(body)

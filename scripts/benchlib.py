@@ -59,9 +59,9 @@ class BuiltRuntime:
 def built_runtime(cell_id: str, profile: str, *, reuse_stale: bool = False) -> BuiltRuntime:
     """The cell built with `profile` under out/bench/<profile>: reused while its fingerprint
     matches the current inputs (or, with reuse_stale, whenever it exists), else rebuilt."""
-    from orchestrator.build import BuildOptions, prepare_cell
     from orchestrator.engine import connect
     from orchestrator.matrix import load_matrix
+    from orchestrator.prepare import BuildOptions, prepare_cell
 
     matrix = load_matrix(REPO / "matrix.yaml")
     cell = matrix.cell(cell_id)

@@ -24,9 +24,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from orchestrator import nightly
-from orchestrator.build import PreparedCell
 from orchestrator.cli.main import main
 from orchestrator.matrix import Cell
+from orchestrator.prepare import PreparedCell
 from orchestrator.progress import CellOutcome
 from tests.publish_support import make_artifact
 
@@ -76,7 +76,10 @@ def run(builds_log: Path, release: Path, argv: list[str]) -> int:
 
     nightly.Nightly.prepare = prepare  # type: ignore[method-assign]
     nightly.Nightly._ensure_images = lambda self, todo: {}  # type: ignore[method-assign]
-    nightly.build_cell = build_cell  # type: ignore[assignment]
+    # nightly imports the build pipeline when a cell is built (a no-op run never loads it).
+    import orchestrator.build
+
+    orchestrator.build.build_cell = build_cell  # type: ignore[assignment]
     return main(argv)
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestrator.matrix import Cell
 from orchestrator.publish.sbom import build_sbom, sbom_name
 from orchestrator.publish.store import ObjectStore
 
@@ -79,3 +80,20 @@ def store_write(store: ObjectStore, key: str, body: bytes) -> None:
         key, body, sha256=hashlib.sha256(body).hexdigest(), content_type="application/json",
         if_match=current.etag if current else None, create_only=current is None,
     )  # fmt: skip
+
+
+def published_entry(cell: Cell, fingerprint: str) -> dict[str, Any]:
+    """A valid manifest.json entry (publish/record.py's ManifestEntry) for `cell` built with
+    `fingerprint`, as a finished nightly leaves it: for tests and the no-op benchmark, which
+    need a store where everything is published without building anything."""
+    name = cell.archive_name
+    url = f"file:///published/{name}"
+    return {
+        "name": name, "version": cell.version, "variant": cell.variant.value,
+        "stack": cell.stack_name, "distro": cell.stack.distro,
+        "distro_version": cell.stack.distro_version, "arch": cell.arch.value,
+        "profile": "release", "url": url, "metadata_url": url.replace(".tar.zst", ".json"),
+        "sha256": hashlib.sha256(name.encode()).hexdigest(), "size": 1,
+        "fingerprint": fingerprint, "published_at": "2026-11-24T10:00:00Z",
+        **({"cpu_level": cell.cpu_level.value} if cell.cpu_level else {}),
+    }  # fmt: skip

@@ -89,10 +89,11 @@ def build(
     build there. With no CELLS, builds the default cell
     """
     # Imported here so `plan` and `render` start fast without the docker SDK.
-    from orchestrator.build import BuildOptions, build_cell, prepare_cell
+    from orchestrator.build import build_cell
     from orchestrator.cellbuild import Limits
     from orchestrator.engine import EnginePool, parse_engine_options
     from orchestrator.images import read_extra_ca
+    from orchestrator.prepare import BuildOptions, prepare_cell
 
     ca_bundle = read_extra_ca(extra_ca)
     matrix = context.matrix

@@ -114,10 +114,10 @@ def nightly(
     On a terminal: a live table; elsewhere timestamped lines; in GitHub Actions, folded
     groups, ::error annotations and a step summary. Logs: OUT/logs/<cell>.log.
     """
-    from orchestrator.build import BuildOptions
     from orchestrator.engine import EnginePool, parse_engine_options
     from orchestrator.images import read_extra_ca
     from orchestrator.nightly import Machine, Nightly, NightlyOptions, with_limits
+    from orchestrator.prepare import BuildOptions
     from orchestrator.progress import (
         append_step_summary,
         make_reporter,

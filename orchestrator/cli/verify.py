@@ -154,9 +154,10 @@ def _rebuild_and_compare(
 ) -> None:
     import tempfile
 
-    from orchestrator.build import BuildOptions, build_cell
+    from orchestrator.build import build_cell
     from orchestrator.engine import connect
     from orchestrator.layout import Layout
+    from orchestrator.prepare import BuildOptions
     from orchestrator.verify.reproduce import compare_archives
 
     matrix = context.matrix

@@ -4,6 +4,7 @@ arch."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,13 +110,17 @@ class Matrix:
         return select_entries(self.model.expected_modules, version)
 
     def versions_on(self, stack_name: str) -> list[Version]:
-        return sorted(
-            {cell.python.parsed for cell in self.cells() if cell.stack_name == stack_name}
-        )
+        return list(self._versions_by_stack.get(stack_name, ()))
 
     def cells(self) -> list[Cell]:
         """Every cell of the matrix, minus excludes, in a stable order (an amd64 cell's CPU
         level cells right after it)."""
+        return list(self._cells)
+
+    # The model is frozen, so its cells are computed once: a nightly run asks for them per
+    # stack and per image (renders, JIT packages), which made planning quadratic in the matrix.
+    @functools.cached_property
+    def _cells(self) -> tuple[Cell, ...]:
         result: list[Cell] = []
         variants = self.model.variants
         cpu_levels = self.model.cpu_levels
@@ -152,7 +157,14 @@ class Matrix:
                                     cpu_level=level,
                                 )
                             )
-        return result
+        return tuple(result)
+
+    @functools.cached_property
+    def _versions_by_stack(self) -> dict[str, tuple[Version, ...]]:
+        versions: dict[str, set[Version]] = {}
+        for cell in self._cells:
+            versions.setdefault(cell.stack_name, set()).add(cell.python.parsed)
+        return {name: tuple(sorted(found)) for name, found in versions.items()}
 
     def select(self, selectors: Sequence[str]) -> list[Cell]:
         """Cells whose id matches any glob selector; all cells when no selector is given.

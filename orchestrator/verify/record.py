@@ -24,12 +24,9 @@ from pydantic import (
 )
 
 from orchestrator.errors import FileRefused, VerificationError, one_line
-from orchestrator.fsutil import read_regular
+from orchestrator.fsutil import MAX_RECORD_BYTES, read_regular
 from orchestrator.matrix import Arch, VariantName
 from orchestrator.matrix.schema import MODULE_NAME, STACK_NAME_PATTERN, VERSION_PATTERN
-
-# A record is ~10 KB (its largest part is the module list); 16 MiB is no record of ours.
-MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 class VerifiedRecord(BaseModel):

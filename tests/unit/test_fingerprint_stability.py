@@ -37,9 +37,7 @@ def test_the_fixture_covers_every_cell_and_profile(
         assert sorted(entry["fingerprints"]) == sorted(matrix.model.profiles), REGENERATE_HINT
     # 68 default cells x 3 profiles were the "204 unchanged" of the size pins; the
     # free-threaded and CPU level cells came later.
-    default = [
-        c for c in matrix.cells() if c.variant.value == "default" and c.cpu_level is None
-    ]
+    default = [c for c in matrix.cells() if c.variant.value == "default" and c.cpu_level is None]
     assert len(default) * len(matrix.model.profiles) == 204
 
 

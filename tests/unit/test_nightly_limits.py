@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.build import BuildOptions
 from orchestrator.nightly import Machine, with_limits
+from orchestrator.prepare import BuildOptions
 
 GIB = 1024**3
 

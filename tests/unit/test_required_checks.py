@@ -235,9 +235,9 @@ class _Stop(Exception):
 def test_allow_skip_reaches_the_build_options_of_build_and_nightly(
     repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import orchestrator.build
     import orchestrator.engine
     import orchestrator.nightly
+    import orchestrator.prepare
 
     seen: list[tuple[str, ...]] = []
 
@@ -250,7 +250,7 @@ def test_allow_skip_reaches_the_build_options_of_build_and_nightly(
         raise _Stop
 
     monkeypatch.setattr(orchestrator.engine.EnginePool, "client", lambda _self, _arch: None)
-    monkeypatch.setattr(orchestrator.build, "prepare_cell", prepare)
+    monkeypatch.setattr(orchestrator.prepare, "prepare_cell", prepare)
     monkeypatch.setattr(orchestrator.nightly.Nightly, "__init__", nightly)
     common = ["--matrix", str(repo_root / "matrix.yaml"), "--out", str(tmp_path)]
     flags = ["--allow-skip", "venv:pip", "--allow-skip", "threads:parallel"]
